@@ -1,22 +1,59 @@
 """The model registry: every model the product offers, described as data. Imports no torch.
 
-Nothing else in the code knows where weights live: :mod:`defocus_cli.weights` resolves a
-:class:`ModelSpec` to a verified local file, and :func:`build` instantiates its architecture lazily
-from the ``"module:Class"`` string.
+The entries live in ``defocus_cli/models.json`` (shipped as package data), written by
+``tools/register_weights.py`` from the files in ``weights/``. Nothing else in the code knows where
+weights live: :mod:`defocus_cli.weights` resolves a :class:`ModelSpec` to a verified local file, and
+:func:`build` instantiates its architecture lazily from the ``"module:Class"`` string.
+
+``DEFOCUS_REGISTRY=/path/to/models.json`` replaces the shipped registry (a private mirror's own
+entries, or tests).
+
+Registry file format (JSON)::
+
+    {"defaults": {"deblur": "ifan", "map": "defocusgan-map"},
+     "models": [{"name": "ifan", "task": "deblur", "arch": "ifan", "repo_id": "defocus-cli/ifan",
+                 "filename": "ifan.safetensors", "revision": "<40 hex>", "sha256": "<64 hex>",
+                 "size": 123, "license": "...", "summary": "...", "card": "ifan.md", "config": {}}]}
+
+``arch`` is a key of :data:`ARCHS` (the same value as the ``"arch"`` safetensors metadata) or a
+full ``"module:Class"`` string.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from defocus_cli.errors import UsageError
+from defocus_cli.errors import UsageError, WeightsError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 Task = Literal["deblur", "map"]
+TASKS: tuple[str, ...] = ("deblur", "map")
+
+REGISTRY_FILE = Path(__file__).with_name("models.json")
+"""The shipped registry data file."""
+
+# Architectures by the names used on the command line (``models convert --arch``, ``train``) and in
+# the ``"arch"`` safetensors metadata of every weight file.
+ARCHS: dict[str, str] = {
+    "ifan": "defocus_cli.archs.ifan:IFAN",
+    "defocusgan": "defocus_cli.archs.defocusgan:DefocusGAN",
+    "defocusgan-map": "defocus_cli.archs.defocusgan_map:DefocusMapNet",
+    "sftnet": "defocus_cli.archs.sftnet:SFTNet",
+}
+
+ARCH_TASKS: dict[str, Task] = {"ifan": "deblur", "defocusgan": "deblur", "defocusgan-map": "map", "sftnet": "deblur"}
+"""Task of each architecture key (what kind of model a user's own weight file is)."""
+
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -51,9 +88,88 @@ class ModelSpec:
     card: str
     config: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def arch_key(self) -> str:
+        """The :data:`ARCHS` key of :attr:`arch` (e.g. ``"ifan"``), or :attr:`arch` itself if unlisted."""
+        for key, target in ARCHS.items():
+            if target == self.arch:
+                return key
+        return self.arch
 
-# Filled in as trained weights land (sha256/size/revision are of the files in weights/).
-MODELS: tuple[ModelSpec, ...] = ()
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict in the registry file format (``arch`` as an :data:`ARCHS` key where possible)."""
+        d = asdict(self)
+        d["arch"] = self.arch_key
+        return d
+
+
+def spec_from_dict(d: dict[str, Any]) -> ModelSpec:
+    """Validate one registry entry and return its :class:`ModelSpec`.
+
+    Raises:
+        WeightsError: a field is missing or malformed (the registry file is broken).
+    """
+    required = ("name", "task", "arch", "repo_id", "filename", "revision", "sha256", "size")
+    missing = [k for k in required if k not in d]
+    name = d.get("name", "?")
+    if missing:
+        raise WeightsError(f"registry entry {name!r} lacks {', '.join(missing)}; re-run tools/register_weights.py")
+    arch = str(d["arch"])
+    if ":" not in arch:
+        if arch not in ARCHS:
+            raise WeightsError(f"registry entry {name!r}: unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
+        arch = ARCHS[arch]
+    if d["task"] not in TASKS:
+        raise WeightsError(f"registry entry {name!r}: task {d['task']!r}, expected one of {', '.join(TASKS)}")
+    if not _HEX40.fullmatch(str(d["revision"])):
+        raise WeightsError(f"registry entry {name!r}: revision must be a 40-hex commit, found {d['revision']!r}")
+    if not _HEX64.fullmatch(str(d["sha256"])):
+        raise WeightsError(f"registry entry {name!r}: sha256 must be 64 hex digits, found {d['sha256']!r}")
+    return ModelSpec(
+        name=str(d["name"]),
+        task=d["task"],
+        arch=arch,
+        repo_id=str(d["repo_id"]),
+        filename=str(d["filename"]),
+        revision=str(d["revision"]),
+        sha256=str(d["sha256"]),
+        size=int(d["size"]),
+        license=str(d.get("license", "")),
+        summary=str(d.get("summary", "")),
+        card=str(d.get("card", "")),
+        config=dict(d.get("config") or {}),
+    )
+
+
+def read_registry(path: str | Path | None = None) -> tuple[tuple[ModelSpec, ...], dict[str, str]]:
+    """Read a registry JSON file; return ``(models, defaults)``. A missing file is an empty registry.
+
+    Args:
+        path: the file; default ``$DEFOCUS_REGISTRY`` or the shipped :data:`REGISTRY_FILE`.
+    """
+    p = Path(path) if path is not None else Path(os.environ.get("DEFOCUS_REGISTRY") or REGISTRY_FILE)
+    if not p.is_file():
+        if path is not None or os.environ.get("DEFOCUS_REGISTRY"):
+            raise WeightsError(f"registry file {p} not found; check DEFOCUS_REGISTRY")
+        return (), {}
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise WeightsError(f"registry file {p} is not valid JSON ({e}); re-run tools/register_weights.py") from None
+    models = tuple(spec_from_dict(d) for d in data.get("models", []))
+    seen: set[str] = set()
+    for m in models:
+        if m.name in seen:
+            raise WeightsError(f"registry file {p}: model {m.name!r} is listed twice")
+        seen.add(m.name)
+    return models, {str(k): str(v) for k, v in (data.get("defaults") or {}).items()}
+
+
+MODELS: tuple[ModelSpec, ...]
+"""Every registered model (empty until trained weights are registered)."""
+DEFAULTS: dict[str, str]
+"""Default model name per task (e.g. ``{"deblur": "ifan"}``)."""
+MODELS, DEFAULTS = read_registry()
 
 
 def names(task: Task | None = None) -> list[str]:
@@ -69,21 +185,37 @@ def get_spec(name: str) -> ModelSpec:
     raise UsageError(f"unknown model {name!r}; expected one of: {', '.join(names()) or '(none registered)'}")
 
 
+def default_model(task: Task = "deblur") -> str:
+    """Name of the default model of ``task``: the registry's ``defaults`` entry, else the first of that task.
+
+    Raises:
+        WeightsError: no model of that task is registered (pass ``--weights FILE`` instead).
+    """
+    name = DEFAULTS.get(task)
+    if name is not None and name in names(task):
+        return name
+    candidates = names(task)
+    if not candidates:
+        raise WeightsError(
+            f"no trained {task} model is registered in this build; pass your own file with --weights FILE.safetensors"
+        )
+    return candidates[0]
+
+
 def load_class(arch: str) -> type:
-    """Import ``"package.module:Class"`` and return the class."""
-    module_name, _, cls_name = arch.partition(":")
-    return getattr(importlib.import_module(module_name), cls_name)
+    """Import ``"package.module:Class"`` (or an :data:`ARCHS` key) and return the class.
+
+    Raises:
+        WeightsError: the module or class does not exist in this installation.
+    """
+    target = ARCHS.get(arch, arch)
+    module_name, _, cls_name = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError) as e:
+        raise WeightsError(f"architecture {target!r} is not available in this installation ({e})") from e
 
 
 def build(spec: ModelSpec) -> "torch.nn.Module":
     """Instantiate the (untrained) network of ``spec``; weights are loaded by :mod:`defocus_cli.weights`."""
     return load_class(spec.arch)(**spec.config)
-
-
-# Architectures by the names used on the command line (``models convert --arch``, ``train``).
-ARCHS: dict[str, str] = {
-    "ifan": "defocus_cli.archs.ifan:IFAN",
-    "defocusgan": "defocus_cli.archs.defocusgan:DefocusGAN",
-    "defocusgan-map": "defocus_cli.archs.defocusgan_map:DefocusMapNet",
-    "sftnet": "defocus_cli.archs.sftnet:SFTNet",
-}

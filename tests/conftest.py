@@ -24,3 +24,118 @@ def _few_threads() -> None:
     except ImportError:  # pragma: no cover
         return
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+# ------------------------------------------------------------------------------------------------------
+# Small engines for pipeline tests (the product never offers a fake or untrained engine; these live here).
+
+
+def _make_engine(kind: str) -> "object":
+    """A tiny engine following the engine contract (defocus_cli/archs/__init__.py):
+    ``forward(x)``: (N, 3, H, W) RGB [0, 1] → same shape, values in [0, 1].
+
+    ``kind``: ``"identity"`` (returns the input), ``"sharpen"`` (fixed 3x3 unsharp kernel, replicate
+    padding), ``"fail"`` (raises RuntimeError, to test per-file error handling)."""
+    import torch
+    from torch import nn
+
+    class TestEngine(nn.Module):
+        multiple_of = 1
+        receptive_field = 2
+        safe_precisions = ("fp32",)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1, padding_mode="replicate", groups=3, bias=False)
+            k = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 5.0, -1.0], [0.0, -1.0, 0.0]])
+            if kind == "identity":
+                k = torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+            with torch.no_grad():
+                self.conv.weight.copy_(k.expand(3, 1, 3, 3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if kind == "fail":
+                raise RuntimeError("engine exploded on purpose")
+            return self.conv(x).clamp(0.0, 1.0)
+
+    return TestEngine().eval()
+
+
+@pytest.fixture
+def use_engine(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """``use_engine("sharpen"|"identity"|"fail")`` makes ``defocus_cli.weights.load_model`` return that
+    engine (name ``test-<kind>``), so ``defocus deblur`` runs without weight files. Returns a list that
+    records each load_model call's arguments."""
+    import importlib
+    import sys
+    import types
+
+    monkeypatch.setenv("DEFOCUS_THREADS", "2")
+    calls: list[dict[str, object]] = []
+
+    def install(kind: str = "sharpen") -> list[dict[str, object]]:
+        try:
+            weights = importlib.import_module("defocus_cli.weights")
+        except ModuleNotFoundError:  # pragma: no cover - before weights.py existed
+            weights = types.ModuleType("defocus_cli.weights")
+            monkeypatch.setitem(sys.modules, "defocus_cli.weights", weights)
+        LoadedModel = getattr(weights, "LoadedModel", None)
+
+        def load_model(name=None, weights_file=None, task="deblur"):  # noqa: ANN001, ANN202
+            calls.append({"name": name, "weights_file": weights_file, "task": task})
+            module = _make_engine(kind)
+            fields = dict(module=module, name=f"test-{kind}", arch="test", sha256="0" * 64, path=Path("test"),
+                          spec=None)
+            return LoadedModel(**fields) if LoadedModel is not None else types.SimpleNamespace(**fields)
+
+        monkeypatch.setattr(weights, "load_model", load_model, raising=False)
+        return calls
+
+    return install
+
+
+# ------------------------------------------------------------------------------------------------------
+# Photo fixtures made on the fly (no binary fixtures in the repository).
+
+
+def smooth_rgb(h: int, w: int, seed: int = 0, dtype: str = "uint8") -> "object":
+    """A smooth (JPEG-friendly) but asymmetric RGB test image, ``(h, w, 3)`` uint8 or uint16."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    base = np.stack([xx / max(w - 1, 1), yy / max(h - 1, 1), 0.5 + 0.4 * np.sin(xx / 5.0 + yy / 7.0)], axis=2)
+    img = np.clip(base * 0.9 + rng.random((h, w, 3)) * 0.1, 0, 1)
+    if dtype == "uint16":
+        return (img * 65535).astype(np.uint16)
+    return (img * 255).astype(np.uint8)
+
+
+def make_exif(orientation: int = 1, thumbnail: bool = False) -> bytes:
+    """An EXIF block (``Exif\\0\\0`` + TIFF) with camera tags, optionally an IFD1 thumbnail."""
+    import io
+
+    import piexif
+    from PIL import Image
+
+    d = {
+        "0th": {piexif.ImageIFD.Make: b"TestCam", piexif.ImageIFD.Model: b"Model X",
+                piexif.ImageIFD.Orientation: orientation},
+        "Exif": {piexif.ExifIFD.DateTimeOriginal: b"2024:05:06 07:08:09", piexif.ExifIFD.ExposureTime: (1, 125),
+                 piexif.ExifIFD.FNumber: (28, 10)},
+        "GPS": {}, "1st": {}, "thumbnail": None,
+    }
+    if thumbnail:
+        buf = io.BytesIO()
+        Image.new("RGB", (16, 12), (200, 10, 10)).save(buf, "JPEG")
+        d["1st"] = {piexif.ImageIFD.JPEGInterchangeFormat: 0, piexif.ImageIFD.JPEGInterchangeFormatLength: 0}
+        d["thumbnail"] = buf.getvalue()
+    return piexif.dump(d)
+
+
+def sample_icc() -> bytes:
+    """ICC profile bytes (an sRGB profile made by LittleCMS) to embed in fixtures."""
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+

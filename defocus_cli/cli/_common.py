@@ -68,3 +68,82 @@ def guarded(fn: F) -> F:
             raise typer.Exit(code=1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Options shared by the image-to-image commands (deblur, deconv): one definition, one help text.
+# Use them as parameter annotations; build the library's options with ``batch_options(...)``.
+
+from typing import Annotated, Optional  # noqa: E402
+
+InputsArg = Annotated[
+    list[str],
+    typer.Argument(help="Image files, folders (see --recursive), or - for one image on stdin.", show_default=False),
+]
+OutputOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--output", "-o",
+        help="A file (one input), a folder (outputs keep their names and sub-folders), or - for stdout "
+        "(needs --format). Default: <stem>_sharp.<ext> next to each input.",
+        show_default=False,
+    ),
+]
+RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders of folder inputs.")]
+SuffixOpt = Annotated[
+    Optional[str],
+    typer.Option("--suffix", help="Added to output file stems (default _sharp next to inputs, none into -o FOLDER).",
+                 show_default=False),
+]
+FormatOpt = Annotated[
+    str, typer.Option("--format", "-f", help="Output format: same (as each input), jpg, png, tif or webp.")
+]
+QualityOpt = Annotated[int, typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality (100 = lossless WebP).")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that already exist.")]
+SkipExistingOpt = Annotated[
+    bool, typer.Option("--skip-existing", help="Leave outputs that already exist alone (resume a batch).")
+]
+StripMetadataOpt = Annotated[
+    bool, typer.Option("--strip-metadata", help="Write no EXIF and no ICC profile (default: carry them over).")
+]
+MaxPixelsOpt = Annotated[
+    int,
+    typer.Option("--max-pixels", envvar="DEFOCUS_MAX_PIXELS", min=1,
+                 help="Refuse images larger than this many pixels (checked before decoding)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (per-file status) on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr; no progress, no summary.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="More messages (and tracebacks) on stderr.")]
+DEFAULT_MAX_PIXELS = 200_000_000  # keep equal to defocus_cli.photo_io.DEFAULT_MAX_PIXELS (no numpy import here)
+
+
+def batch_options(
+    *,
+    output: Optional[str],
+    recursive: bool,
+    suffix: Optional[str],
+    fmt: str,
+    quality: int,
+    overwrite: bool,
+    skip_existing: bool,
+    strip_metadata: bool,
+    max_pixels: Optional[int],
+    default_suffix: str = "_sharp",
+) -> Any:
+    """Build :class:`defocus_cli.batch.BatchOptions` from the shared CLI options (imports the library)."""
+    from defocus_cli.batch import BatchOptions
+    from defocus_cli.errors import UsageError
+
+    if overwrite and skip_existing:
+        raise UsageError("--overwrite and --skip-existing exclude each other; give one")
+    return BatchOptions(
+        output=output,
+        recursive=recursive,
+        suffix=suffix,
+        fmt=fmt,
+        quality=quality,
+        existing="overwrite" if overwrite else ("skip" if skip_existing else "refuse"),
+        strip_metadata=strip_metadata,
+        max_pixels=max_pixels,
+        default_suffix=default_suffix,
+    )

@@ -1,0 +1,167 @@
+"""The public Python API: load a model, deblur arrays and photos, read and write photos.
+
+Example::
+
+    from defocus_cli.api import load_model, deblur_photo
+
+    model = load_model("ifan")                       # verified weights, eval mode, CPU float32
+    sharp = deblur_photo("blurry.jpg", model, output="sharp.jpg", device="auto")
+    # sharp: float32 (H, W, 3) RGB in [0, 1]; sharp.jpg keeps bit depth, orientation, EXIF and ICC.
+
+Everything here is a thin layer over :mod:`defocus_cli.weights` (model files), :mod:`defocus_cli.devices`
+(device and precision), :mod:`defocus_cli.runtime` (tiling, out-of-memory retry) and
+:mod:`defocus_cli.photo_io` (files). Importing this module does not import torch; the functions do.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from defocus_cli.errors import UsageError
+from defocus_cli.photo_io import Photo, encode_photo, read_photo, write_photo
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from defocus_cli.weights import LoadedModel
+
+__all__ = [
+    "Photo",
+    "read_photo",
+    "write_photo",
+    "encode_photo",
+    "load_model",
+    "parse_tile",
+    "deblur_array",
+    "deblur_photo",
+    "make_deblur_fn",
+]
+
+
+def load_model(name: str | None = None, weights_file: str | Path | None = None, task: str = "deblur") -> LoadedModel:
+    """Load a registered model (``name``; ``None`` = the task's default) or a user's own ``.safetensors``
+    file (``weights_file``). See :func:`defocus_cli.weights.load_model`.
+
+    Raises:
+        WeightsError: weights unavailable or corrupt (CLI exit 3).
+        UsageError: unknown model name.
+    """
+    from defocus_cli import weights
+
+    return weights.load_model(name, weights_file=weights_file, task=task)
+
+
+def parse_tile(value: str | int) -> str | int:
+    """``"auto"`` → ``"auto"``; ``"0"``/``0`` → 0 (whole image); ``"512"`` → 512. Raise :class:`UsageError`
+    for anything else."""
+    if isinstance(value, int):
+        if value < 0:
+            raise UsageError(f"--tile must be auto, 0 or a positive number of pixels, got {value}")
+        return value
+    v = str(value).strip().lower()
+    if v == "auto":
+        return "auto"
+    if v.isdigit():
+        return int(v)
+    raise UsageError(f"--tile must be auto, 0 or a positive number of pixels, got {value!r}")
+
+
+def _module_of(model: Any) -> torch.nn.Module:
+    return getattr(model, "module", model)
+
+
+def deblur_array(
+    pixels: np.ndarray,
+    model: Any,
+    *,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    tile: str | int = "auto",
+    overlap: int | None = None,
+    info: dict[str, Any] | None = None,
+) -> np.ndarray:
+    """Deblur one image held in memory.
+
+    Args:
+        pixels: float ``(H, W, 3)`` RGB in ``[0, 1]`` (e.g. ``Photo.pixels``).
+        model: a :class:`~defocus_cli.weights.LoadedModel` or an engine ``nn.Module`` (engine contract).
+        device: a resolved ``torch.device`` or a request (``"auto"``, ``"cpu"``, ``"cuda:0"``, ``"mps"``).
+        precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"`` (resolved for the model and device).
+        tile: ``"auto"``, 0 (whole image) or a tile size in pixels.
+        overlap: context pixels per tile side; ``None`` = the engine's receptive field.
+        info: filled with what the runtime did (tile, overlap, device, precision).
+
+    Returns:
+        float32 ``(H, W, 3)`` RGB in ``[0, 1]``.
+    """
+    import torch
+
+    from defocus_cli import devices, runtime
+
+    px = np.asarray(pixels, dtype=np.float32)
+    if px.ndim != 3 or px.shape[2] != 3:
+        raise UsageError(f"pixels must be (H, W, 3) RGB, got shape {px.shape}")
+    module = _module_of(model)
+    dev = device if isinstance(device, torch.device) else devices.resolve_device(str(device))
+    prec = devices.resolve_precision(precision, module, dev)
+    x = torch.from_numpy(np.ascontiguousarray(px.transpose(2, 0, 1)))[None]
+    y = runtime.run_engine(module, x, device=dev, precision=prec, tile=parse_tile(tile), overlap=overlap, info=info)
+    return np.ascontiguousarray(y[0].clamp(0.0, 1.0).permute(1, 2, 0).numpy(), dtype=np.float32)
+
+
+def make_deblur_fn(
+    model: Any,
+    *,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    tile: str | int = "auto",
+    overlap: int | None = None,
+    info: dict[str, Any] | None = None,
+) -> Callable[[Photo], np.ndarray]:
+    """A ``process(photo) -> pixels`` function for :func:`defocus_cli.batch.run_batch`."""
+
+    def process(photo: Photo) -> np.ndarray:
+        return deblur_array(photo.pixels, model, device=device, precision=precision, tile=tile, overlap=overlap,
+                            info=info)
+
+    return process
+
+
+def deblur_photo(
+    src: str | os.PathLike[str] | bytes | Photo,
+    model: Any = None,
+    *,
+    output: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    tile: str | int = "auto",
+    overlap: int | None = None,
+    fmt: str | None = None,
+    quality: int = 95,
+    strip_metadata: bool = False,
+) -> np.ndarray:
+    """Deblur a photo file (or its bytes, or a :class:`Photo`) and optionally write the result.
+
+    Args:
+        src: path, encoded bytes or a :class:`Photo`.
+        model: a :class:`~defocus_cli.weights.LoadedModel`, an engine ``nn.Module``, a registered model
+            name, or ``None`` (the default deblurring model).
+        output: where to write the result (atomically), keeping bit depth, orientation, EXIF, ICC and
+            alpha; ``None`` = do not write.
+        fmt: output format (``jpg``, ``png``, ``tif``, ``webp``); ``None`` = from ``output``'s extension.
+
+    Returns:
+        float32 ``(H, W, 3)`` RGB in ``[0, 1]``, upright.
+    """
+    photo = src if isinstance(src, Photo) else read_photo(src)
+    if model is None or isinstance(model, str):
+        model = load_model(model)
+    result = deblur_array(photo.pixels, model, device=device, precision=precision, tile=tile, overlap=overlap)
+    if output is not None:
+        write_photo(output, result, photo, fmt=fmt, quality=quality, strip_metadata=strip_metadata)
+    return result

@@ -1,0 +1,96 @@
+"""Dual-pixel (DP) defocus blur kernels after Abuolaim et al. (ICCV 2021, "Learning to reduce defocus blur by
+realistically modeling dual-pixel data"), written from the model's description (Butterworth-shaped disc,
+Gaussian smoothing, linear L/R ramp). Pure numpy; shared by the map network's kernel bank and the synthetic
+DP data generator.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["dp_kernels", "kernel_size"]
+
+
+def _smoothing_window(k: int, smooth: float) -> int:
+    """Gaussian window ``g = round(k / smooth) + 1``, forced odd (+1 when even)."""
+    g = int(round(k / smooth)) + 1
+    return g if g % 2 == 1 else g + 1
+
+
+def kernel_size(coc: float, smooth: float = 7) -> int:
+    """Side of the kernels :func:`dp_kernels` returns for ``coc``: ``k + 2 * (g // 2)``, ``k = 2 round|coc| + 1``."""
+    k = 2 * int(round(abs(coc))) + 1
+    if k == 1:
+        return 1
+    return k + 2 * (_smoothing_window(k, smooth) // 2)
+
+
+def _gaussian_1d(g: int) -> np.ndarray:
+    """Normalised Gaussian taps of window ``g`` with OpenCV's default σ = 0.3 ((g - 1) / 2 - 1) + 0.8."""
+    sigma = 0.3 * ((g - 1) / 2 - 1) + 0.8
+    x = np.arange(g, dtype=np.float64) - (g - 1) / 2
+    t = np.exp(-(x * x) / (2 * sigma * sigma))
+    return t / t.sum()
+
+
+def _conv_same_zero(a: np.ndarray, taps: np.ndarray) -> np.ndarray:
+    """Separable 'same'-size convolution of 2-D ``a`` with symmetric 1-D ``taps`` (zero outside)."""
+    rows = np.apply_along_axis(lambda r: np.convolve(r, taps, mode="same"), 1, a)
+    return np.apply_along_axis(lambda c: np.convolve(c, taps, mode="same"), 0, rows)
+
+
+def dp_kernels(
+    coc: float,
+    order: float = 3,
+    cutoff_factor: float = 2.5,
+    beta: float = 0.1,
+    smooth: float = 7,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Combined, left and right DP blur kernels for a signed circle of confusion.
+
+    Args:
+        coc: signed CoC radius in px (rounded to an integer radius ``r``; kernel core size ``k = 2r + 1``).
+            Negative = the other side of the focal plane: left and right kernels are swapped.
+        order: Butterworth order ``n`` (Abuolaim's grid: 3, 6, 9).
+        cutoff_factor: ``D0 = (k - 1) / cutoff_factor`` (2.5 or 2; = 1/α of the paper).
+        beta: the Butterworth weight is rescaled linearly from [min, max] over the k×k grid to [β, 1]
+            (dim centre, bright rim).
+        smooth: smoothing strength κ⁻¹: Gaussian window ``g = round(k / smooth) + 1`` forced odd, σ by OpenCV's
+            default formula; the kernel is zero-padded by ``g // 2`` on each side before smoothing.
+
+    Returns:
+        ``(combined, left, right)``, each a float64 array of shape ``(K, K)``, ``K = k + 2 (g // 2)``
+        (``K = 1``, three deltas, for ``|coc| < 0.5``), each normalised to sum 1. ``left`` is the combined
+        kernel times a horizontal ramp rising from 0 (first column) to 1 (last column); ``right`` is ``left``
+        rotated by 180°. ``right == left[::-1, ::-1]`` always; for ``coc < 0`` the two are swapped.
+    """
+    r = int(round(abs(coc)))
+    if r == 0:
+        d = np.ones((1, 1), np.float64)
+        return d, d.copy(), d.copy()
+    k = 2 * r + 1
+    yy, xx = np.mgrid[0:k, 0:k].astype(np.float64) - r
+    dist = np.hypot(yy, xx)
+    disc = (dist <= r).astype(np.float64)
+    d0 = (k - 1) / cutoff_factor
+    q = (dist / d0) ** (2 * order)
+    bw = q / (1.0 + q)  # Butterworth high-pass: 0 at the centre, → 1 far out
+    lo, hi = bw.min(), bw.max()
+    bw = beta + (1.0 - beta) * (bw - lo) / (hi - lo) if hi > lo else np.ones_like(bw)
+    core = disc * bw
+    g = _smoothing_window(k, smooth)
+    pad = g // 2
+    comb = np.pad(core, pad)
+    if g > 1:
+        comb = _conv_same_zero(comb, _gaussian_1d(g))
+    size = comb.shape[1]
+    ramp = np.linspace(0.0, 1.0, size)[None, :]
+    left = comb * ramp
+    right = left[::-1, ::-1].copy()
+    comb = comb / comb.sum()
+    left = left / left.sum()
+    right = right / right.sum()
+    if coc < 0:
+        left, right = right, left
+    return comb, left, right
+

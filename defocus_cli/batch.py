@@ -1,0 +1,541 @@
+"""Batch machinery shared by the image-to-image commands (``deblur``, ``deconv``).
+
+Three steps, each a function:
+
+1. :func:`plan_batch` expands the inputs (files, folders, ``--recursive``, ``-`` for stdin) and decides every
+   output name (see the naming rules below). The *whole* input → output mapping is checked before any work:
+   two inputs writing one output, an output that would replace an input, or outputs that already exist
+   (without ``--overwrite``/``--skip-existing``) are refused as :class:`UsageError` (exit 2), so a batch
+   never stops half-way for a reason that was knowable up front.
+2. :func:`run_batch` reads each photo, calls the command's ``process(photo) -> pixels`` function, and writes
+   the result atomically (temporary file in the output's folder, then rename). A file that fails is
+   reported (one line on stderr) and the batch goes on. Engine-wide failures (weights, device, usage)
+   stop the batch.
+3. :func:`finish` prints the summary (stderr) or the ``--json`` document (stdout) and returns the exit code:
+   0 when every item was written or skipped, 1 when any item failed.
+
+Naming rules (cli.md):
+
+* no ``-o``: ``<stem><suffix><ext>`` next to each input (suffix ``_sharp`` by default); stdin goes to stdout.
+* ``-o FILE`` (one input; the name has an image extension): that file.
+* ``-o FOLDER`` (an existing folder, a name ending in ``/``, a name without extension, or several inputs):
+  each output keeps its input's file name and its path relative to the INPUT folder it came from (a
+  mirrored tree); ``--suffix`` is added only when given.
+* ``-o -``: stdout, for exactly one input; needs ``--format``.
+* ``--format same`` keeps each input's extension; ``jpg|png|tif|webp`` changes it.
+
+Folders are scanned for ``.jpg .jpeg .jpe .png .tif .tiff .webp`` files (case-insensitive), in natural
+order; hidden files and folders are skipped. When writing next to the inputs, files whose stem already ends
+with the suffix are taken as earlier outputs and skipped; an output folder inside a scanned folder is not
+scanned.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from defocus_cli._version import __version__
+from defocus_cli.errors import DefocusError, DeviceError, InputError, OutputError, UsageError, WeightsError
+from defocus_cli.photo_io import (
+    DEFAULT_MAX_PIXELS,
+    EXTENSIONS,
+    IMAGE_EXTENSIONS,
+    Photo,
+    encode_photo,
+    format_from_path,
+    normalize_format,
+    read_photo,
+    atomic_write_bytes,
+)
+
+log = logging.getLogger(__name__)
+
+STDIO = "-"
+EXISTING_MODES = ("refuse", "overwrite", "skip")
+
+ProcessFn = Callable[[Photo], np.ndarray]
+
+
+@dataclass
+class BatchOptions:
+    """How inputs map to outputs and how outputs are written.
+
+    Attributes:
+        output: ``-o`` value: a file, a folder, ``"-"`` (stdout) or ``None`` (next to each input).
+        recursive: descend into sub-folders of folder inputs.
+        suffix: added to output stems; ``None`` = ``default_suffix`` next to inputs, nothing into a folder.
+        fmt: ``"same"`` or an output format (``jpg``, ``png``, ``tif``, ``webp``).
+        quality: JPEG/WebP quality 1-100.
+        existing: what to do with outputs that exist: ``"refuse"`` (default: usage error before any work),
+            ``"overwrite"`` or ``"skip"``.
+        strip_metadata: write no EXIF/ICC.
+        max_pixels: largest input accepted (pixels); ``None`` = no limit of ours.
+        default_suffix: the command's suffix (``_sharp`` for deblur).
+    """
+
+    output: str | None = None
+    recursive: bool = False
+    suffix: str | None = None
+    fmt: str = "same"
+    quality: int = 95
+    existing: str = "refuse"
+    strip_metadata: bool = False
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    default_suffix: str = "_sharp"
+
+
+@dataclass
+class Item:
+    """One input and where its result goes. ``input`` ``None`` = stdin; ``stdout`` = the result goes to
+    stdout; ``output`` ``None`` without ``stdout`` = no output (the item failed during planning)."""
+
+    input: Path | None
+    output: Path | None
+    fmt: str | None = None
+    status: str = "pending"  # pending | ok | skipped | error
+    error: str | None = None
+    seconds: float | None = None
+    stdout: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_label(self) -> str:
+        return STDIO if self.input is None else str(self.input)
+
+    @property
+    def output_label(self) -> str | None:
+        return STDIO if self.stdout else (None if self.output is None else str(self.output))
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "input": self.input_label,
+            "output": self.output_label,
+            "status": self.status,
+            "error": self.error,
+            "seconds": None if self.seconds is None else round(self.seconds, 4),
+        }
+        d.update(self.extra)
+        return d
+
+
+@dataclass
+class BatchResult:
+    """What :func:`run_batch` did."""
+
+    items: list[Item]
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(1 for i in self.items if i.status == status)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.count("error") else 0
+
+
+# ------------------------------------------------------------------------------------------- planning
+
+
+def _natural_key(p: Path) -> list[Any]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(p))]
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".") or name.lower() in {"thumbs.db", "desktop.ini"}
+
+
+def scan_folder(folder: Path, recursive: bool, exclude: Path | None = None) -> list[Path]:
+    """Image files in ``folder`` (natural order), descending when ``recursive``; hidden entries and the
+    ``exclude`` folder (an output folder inside the input) are skipped."""
+    found: list[Path] = []
+    excl = exclude.resolve() if exclude is not None else None
+
+    def walk(d: Path) -> None:
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: _natural_key(Path(e.name)))
+        except OSError as e:
+            log.warning("%s: cannot list folder (%s)", d, e.strerror or e)
+            return
+        for e in entries:
+            if _is_hidden(e.name):
+                continue
+            p = Path(e.path)
+            if e.is_dir(follow_symlinks=True):
+                if recursive and (excl is None or p.resolve() != excl):
+                    walk(p)
+            elif p.suffix.lower() in IMAGE_EXTENSIONS:
+                found.append(p)
+
+    walk(folder)
+    return found
+
+
+def sniff_format(path: Path) -> str | None:
+    """Format from the first bytes of a file (``jpeg``, ``png``, ``tiff``, ``webp``) or ``None``."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def _key(p: Path) -> str:
+    return os.path.normcase(str(p.resolve()))
+
+
+def _is_folder_target(out: str, n_inputs: int, any_folder: bool) -> bool:
+    if out.endswith(("/", os.sep)) or Path(out).is_dir():
+        return True
+    if format_from_path(out) is not None:
+        return False
+    if Path(out).suffix and not Path(out).exists():
+        raise UsageError(
+            f"-o {out}: unknown image extension {Path(out).suffix!r}; expected .jpg, .png, .tif or .webp "
+            "(or a folder)"
+        )
+    return True if (n_inputs > 1 or any_folder or not Path(out).suffix) else False
+
+
+def plan_batch(
+    inputs: Sequence[str],
+    opts: BatchOptions,
+    *,
+    stdin_is_tty: bool | None = None,
+    stdout_is_tty: bool | None = None,
+) -> list[Item]:
+    """Expand ``inputs`` and decide every output; check the whole mapping before any work.
+
+    Inputs that are missing, or folders holding no image, become items with status ``"error"`` (the rest
+    of the batch still runs; the exit code will be 1).
+
+    Raises:
+        UsageError: no input; ``-`` twice; ``-o`` naming one file for several inputs; stdout without
+            ``--format`` or onto a terminal; two inputs writing one output; an output that would replace an
+            input; outputs that exist while ``existing == "refuse"``; bad option values.
+    """
+    if not inputs:
+        raise UsageError("no INPUT given; expected image files, folders, or - for stdin")
+    if opts.existing not in EXISTING_MODES:
+        raise UsageError(f"existing must be one of {EXISTING_MODES}, got {opts.existing!r}")
+    if not 1 <= int(opts.quality) <= 100:
+        raise UsageError(f"--quality must be 1-100, got {opts.quality}")
+    if opts.max_pixels is not None and opts.max_pixels < 1:
+        raise UsageError(f"--max-pixels must be >= 1, got {opts.max_pixels}")
+    fmt = None if opts.fmt.lower() == "same" else normalize_format(opts.fmt)
+    if list(inputs).count(STDIO) > 1:
+        raise UsageError("'-' (stdin) may be given only once")
+    out = opts.output
+    to_stdout = out == STDIO
+
+    # 1. expand inputs: (file or None for stdin, root folder or None) plus early errors
+    sources: list[tuple[Path | None, Path | None]] = []
+    early: list[Item] = []
+    any_folder = False
+    folder_out = Path(out) if out not in (None, STDIO) else None
+    for raw in inputs:
+        if raw == STDIO:
+            if stdin_is_tty if stdin_is_tty is not None else sys.stdin.isatty():
+                raise UsageError("'-' reads an image from stdin, but stdin is a terminal; pipe an image in")
+            sources.append((None, None))
+            continue
+        p = Path(raw)
+        if p.is_dir():
+            any_folder = True
+            files = scan_folder(p, opts.recursive, exclude=folder_out)
+            if out is None and (opts.suffix if opts.suffix is not None else opts.default_suffix):
+                sfx = opts.suffix if opts.suffix is not None else opts.default_suffix
+                earlier = [f for f in files if f.stem.endswith(sfx)]
+                if earlier:
+                    log.info("%s: %d earlier outputs (*%s.*) not taken as inputs", p, len(earlier), sfx)
+                files = [f for f in files if not f.stem.endswith(sfx)]
+            if not files:
+                early.append(Item(p, None, status="error", error=(
+                    "folder holds no .jpg/.png/.tif/.webp images"
+                    + ("" if opts.recursive else " (use --recursive to look in sub-folders)"))))
+            sources.extend((f, p) for f in files)
+        elif p.exists():
+            sources.append((p, None))
+        else:
+            early.append(Item(p, None, status="error", error="no such file or folder"))
+
+    # 2. outputs
+    if to_stdout:
+        if len(sources) != 1 or any_folder:
+            raise UsageError(f"-o - (stdout) takes exactly one input image, got {len(sources)}")
+    folder_mode = False
+    if out not in (None, STDIO):
+        folder_mode = _is_folder_target(out, len(sources) + len(early), any_folder)
+        if not folder_mode and (len(sources) + len(early) > 1 or any_folder):
+            raise UsageError(f"-o {out} names one file but several inputs were given; give a folder instead")
+        if not folder_mode and fmt is not None and format_from_path(out) != fmt:
+            raise UsageError(f"-o {out} has a {Path(out).suffix} extension but --format {opts.fmt} was given")
+    suffix = opts.suffix if opts.suffix is not None else ("" if folder_mode else opts.default_suffix)
+
+    items: list[Item] = []
+    for src, root in sources:
+        item_fmt = fmt
+        if src is None:  # stdin
+            if out is None or to_stdout:
+                if fmt is None:
+                    raise UsageError("writing to stdout needs --format jpg|png|tif|webp")
+                items.append(Item(None, None, fmt, stdout=True))
+                continue
+            if folder_mode:
+                raise UsageError("stdin (-) has no file name; give -o FILE.ext or -o - with --format")
+            target: Path = Path(out)  # type: ignore[arg-type]
+            items.append(Item(None, target, fmt or format_from_path(target)))
+            continue
+        if to_stdout:
+            if fmt is None:
+                raise UsageError("writing to stdout needs --format jpg|png|tif|webp")
+            items.append(Item(src, None, fmt, stdout=True))
+            continue
+        if out is not None and not folder_mode:
+            target = Path(out)
+            item_fmt = fmt or format_from_path(target)
+            items.append(Item(src, target, item_fmt))
+            continue
+        ext = src.suffix if fmt is None else EXTENSIONS[fmt]
+        item_fmt = fmt or format_from_path(src) or sniff_format(src)
+        if fmt is None and format_from_path(src) is None:
+            if item_fmt is None:
+                items.append(Item(src, None, None, status="error",
+                                  error="not a JPEG, PNG, TIFF or WebP file (unknown extension and content)"))
+                continue
+            ext = EXTENSIONS[item_fmt]
+        if folder_mode:
+            rel = src.relative_to(root) if root is not None else Path(src.name)
+            target = Path(out) / rel.parent / f"{rel.stem}{suffix}{ext}"  # type: ignore[arg-type]
+        else:
+            target = src.with_name(f"{src.stem}{suffix}{ext}")
+        items.append(Item(src, target, item_fmt))
+
+    _check_mapping(items, opts)
+    if any(i.stdout and i.status == "pending" for i in items):
+        if stdout_is_tty if stdout_is_tty is not None else sys.stdout.isatty():
+            raise UsageError("refusing to write image bytes to a terminal; redirect stdout or use -o FILE")
+    return early + items
+
+
+def _check_mapping(items: list[Item], opts: BatchOptions) -> None:
+    inputs = {_key(i.input): i.input for i in items if i.input is not None}
+    seen: dict[str, Item] = {}
+    for it in items:
+        if it.output is None or it.status != "pending":
+            continue
+        k = _key(it.output)
+        if k in inputs:
+            raise UsageError(
+                f"output {it.output} would replace input {inputs[k]}; choose another -o, --suffix or --format"
+            )
+        if it.input is not None and it.output.exists():
+            try:
+                if os.path.samefile(it.output, it.input):
+                    raise UsageError(f"output {it.output} is the input file itself; choose another -o")
+            except OSError:
+                pass
+        if k in seen:
+            raise UsageError(
+                f"{seen[k].input_label} and {it.input_label} would both be written to {it.output}; "
+                "use --format, --suffix or separate runs"
+            )
+        seen[k] = it
+    existing = [it for it in items if it.status == "pending" and it.output is not None and it.output.exists()]
+    if not existing:
+        return
+    if opts.existing == "skip":
+        for it in existing:
+            it.status = "skipped"
+            it.error = None
+        return
+    if opts.existing == "refuse":
+        folders = [it.output for it in existing if it.output is not None and it.output.is_dir()]
+        if folders:
+            raise UsageError(f"output {folders[0]} is a folder; choose another -o")
+        shown = ", ".join(str(it.output) for it in existing[:3]) + (" ..." if len(existing) > 3 else "")
+        raise UsageError(
+            f"{len(existing)} output(s) already exist ({shown}); pass --overwrite to replace them or "
+            "--skip-existing to keep them"
+        )
+
+
+def pending(items: Iterable[Item]) -> int:
+    """Number of items still to process."""
+    return sum(1 for i in items if i.status == "pending")
+
+
+# ------------------------------------------------------------------------------------------- running
+
+
+def _short(msg: str, item: Item) -> str:
+    for label in {item.input_label, "<stdin>"}:
+        if msg.startswith(label + ": "):
+            return msg[len(label) + 2:]
+    return msg
+
+
+def _progress(enabled: bool, total: int, description: str) -> Any:
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from defocus_cli.cli._common import stderr_console
+
+    p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                 console=stderr_console(), transient=True)
+    p.start()
+    p.add_task(description, total=total)
+    return p
+
+
+def run_batch(
+    items: list[Item],
+    process: ProcessFn,
+    opts: BatchOptions,
+    *,
+    quiet: bool = False,
+    progress: bool | None = None,
+    description: str = "processing",
+    read_stdin: Callable[[], bytes] | None = None,
+    write_stdout: Callable[[bytes], None] | None = None,
+) -> BatchResult:
+    """Process every pending item: read → ``process(photo)`` → encode → atomic write.
+
+    Args:
+        items: from :func:`plan_batch` (items already ``error``/``skipped`` are reported, not processed).
+        process: ``process(photo) -> pixels``: float32 ``(H, W, 3)`` RGB in ``[0, 1]``, same ``H, W`` as
+            ``photo.pixels``. It may set entries of ``photo.notes``.
+        opts: the options the plan was made with.
+        quiet: no per-file error lines (errors still appear in the JSON and the exit code).
+        progress: show a progress bar on stderr; ``None`` = only when stderr is a terminal and not quiet.
+
+    Raises:
+        WeightsError, DeviceError, UsageError: problems that would fail every item stop the batch.
+    """
+    t_start = time.perf_counter()
+    if progress is None:
+        progress = (not quiet) and sys.stderr.isatty()
+    bar = _progress(progress, len(items), description)
+    read_stdin = read_stdin or (lambda: sys.stdin.buffer.read())
+    write_stdout = write_stdout or _write_stdout
+    try:
+        for it in items:
+            if it.status == "pending":
+                _run_one(it, process, opts, read_stdin, write_stdout)
+            if it.status == "error":
+                log.error("%s: %s", it.input_label, it.error)
+            elif it.status == "skipped":
+                log.info("%s: skipped (%s exists)", it.input_label, it.output_label)
+            else:
+                log.info("%s -> %s (%.2f s)", it.input_label, it.output_label, it.seconds or 0.0)
+            if bar is not None:
+                bar.advance(bar.task_ids[0])
+    finally:
+        if bar is not None:
+            bar.stop()
+    return BatchResult(items, time.perf_counter() - t_start)
+
+
+def _write_stdout(data: bytes) -> None:
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def _run_one(
+    it: Item,
+    process: ProcessFn,
+    opts: BatchOptions,
+    read_stdin: Callable[[], bytes],
+    write_stdout: Callable[[bytes], None],
+) -> None:
+    t0 = time.perf_counter()
+    try:
+        src: Any = it.input if it.input is not None else read_stdin()
+        photo = read_photo(src, max_pixels=opts.max_pixels)
+        result = process(photo)
+        data = encode_photo(result, photo, it.fmt, quality=opts.quality, strip_metadata=opts.strip_metadata)
+        if it.stdout or it.output is None:
+            write_stdout(data)
+        else:
+            if opts.existing == "refuse" and it.output.exists():
+                raise OutputError(f"{it.output} appeared while the batch ran; not replaced (use --overwrite)")
+            try:
+                it.output.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise OutputError(f"cannot create folder {it.output.parent} ({e.strerror or e})") from None
+            atomic_write_bytes(it.output, data)
+        it.status = "ok"
+        if photo.notes:
+            it.extra["notes"] = list(photo.notes)
+    except (WeightsError, DeviceError, UsageError):
+        raise
+    except DefocusError as e:
+        it.status, it.error = "error", _short(str(e), it)
+    except MemoryError:
+        it.status, it.error = "error", "out of memory (try a smaller --tile or a smaller image)"
+    except Exception as e:  # noqa: BLE001 - one bad file never stops the batch
+        log.debug("%s: unexpected error", it.input_label, exc_info=True)
+        it.status, it.error = "error", f"{type(e).__name__}: {e}"
+    finally:
+        it.seconds = time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------------------------------- reporting
+
+
+def summary_line(result: BatchResult) -> str:
+    """E.g. ``"3 written, 1 skipped, 1 failed in 4.2 s"``."""
+    parts = [f"{result.count('ok')} written"]
+    if result.count("skipped"):
+        parts.append(f"{result.count('skipped')} skipped")
+    if result.count("error"):
+        parts.append(f"{result.count('error')} failed")
+    return ", ".join(parts) + f" in {result.seconds:.1f} s"
+
+
+def json_document(result: BatchResult, header: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``--json`` document: ``{"version", **header, "items": [...], "summary": {...}}``."""
+    doc: dict[str, Any] = {"version": __version__}
+    doc.update(header or {})
+    doc["items"] = [i.to_json() for i in result.items]
+    doc["summary"] = {
+        "ok": result.count("ok"),
+        "skipped": result.count("skipped"),
+        "error": result.count("error"),
+        "seconds": round(result.seconds, 3),
+    }
+    return doc
+
+
+def finish(
+    result: BatchResult, *, header: dict[str, Any] | None = None, as_json: bool = False, quiet: bool = False
+) -> int:
+    """Print the ``--json`` document on stdout, or the summary line on stderr (unless quiet, or a
+    single item went fine); return the exit code (0 or 1)."""
+    if as_json:
+        sys.stdout.write(json.dumps(json_document(result, header), indent=2) + "\n")
+        sys.stdout.flush()
+    if not quiet and not as_json and (len(result.items) > 1 or result.exit_code):
+        sys.stderr.write(summary_line(result) + "\n")
+    return result.exit_code

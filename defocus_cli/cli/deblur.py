@@ -1,0 +1,124 @@
+"""``defocus deblur``: remove defocus blur from photos with a trained network.
+
+A thin adapter: options → :mod:`defocus_cli.batch` (inputs, outputs, errors, JSON) around
+:func:`defocus_cli.api.make_deblur_fn` (device, precision, tiling through :mod:`defocus_cli.runtime`).
+Torch, numpy and OpenCV are imported inside the command body only.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+
+from defocus_cli.cli._common import (
+    DEFAULT_MAX_PIXELS,
+    FormatOpt,
+    InputsArg,
+    JsonOpt,
+    MaxPixelsOpt,
+    OutputOpt,
+    OverwriteOpt,
+    QualityOpt,
+    QuietOpt,
+    RecursiveOpt,
+    SkipExistingOpt,
+    StripMetadataOpt,
+    SuffixOpt,
+    VerboseOpt,
+    batch_options,
+    guarded,
+    setup_logging,
+)
+
+EPILOG = (
+    "Examples:  defocus deblur photo.jpg  (writes photo_sharp.jpg)  ·  "
+    "defocus deblur shots/ -r -o sharp/ --skip-existing  ·  "
+    "cat a.png | defocus deblur - -o - --format png > b.png"
+)
+
+
+def deblur(
+    inputs: InputsArg,
+    output: OutputOpt = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option("--model", "-m", help="Model name (see `defocus models list`); default: the best deblur model.",
+                     show_default=False),
+    ] = None,
+    weights: Annotated[
+        Optional[str],
+        typer.Option("--weights", help="Your own FILE.safetensors (its metadata names the architecture).",
+                     show_default=False),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, fp16 or bf16.")] = "auto",
+    tile: Annotated[
+        str, typer.Option("--tile", help="auto (largest that fits memory), 0 (whole image) or a size in pixels.")
+    ] = "auto",
+    overlap: Annotated[
+        Optional[int],
+        typer.Option("--overlap", min=0, help="Context pixels per tile side (default: the model's receptive field).",
+                     show_default=False),
+    ] = None,
+    recursive: RecursiveOpt = False,
+    suffix: SuffixOpt = None,
+    fmt: FormatOpt = "same",
+    quality: QualityOpt = 95,
+    overwrite: OverwriteOpt = False,
+    skip_existing: SkipExistingOpt = False,
+    strip_metadata: StripMetadataOpt = False,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Remove defocus blur from photos.
+
+    Outputs keep size, bit depth (16-bit stays 16-bit), orientation, alpha, EXIF (thumbnail dropped) and
+    ICC profile. Existing outputs are refused unless --overwrite or --skip-existing is given.
+    Exit codes: 0 all done, 1 some inputs failed, 2 usage error, 3 weights unavailable, 4 device unavailable.
+    """
+    setup_logging(verbose=verbose, quiet=quiet)
+    from defocus_cli import api, batch
+
+    opts = batch_options(
+        output=output, recursive=recursive, suffix=suffix, fmt=fmt, quality=quality, overwrite=overwrite,
+        skip_existing=skip_existing, strip_metadata=strip_metadata, max_pixels=max_pixels,
+    )
+    tile_value = api.parse_tile(tile)
+    if json_out and output == "-":
+        from defocus_cli.errors import UsageError
+
+        raise UsageError("--json and -o - both need stdout; write the image to a file or drop --json")
+    items = batch.plan_batch(inputs, opts)  # every usage error before the (slow) model load
+
+    header: dict[str, Any] = {"model": model, "weights_sha256": None, "device": None, "precision": None,
+                              "tile": tile_value}
+    info: dict[str, Any] = {}
+    process = None
+    if batch.pending(items):
+        from defocus_cli import devices, runtime, weights as weights_mod
+
+        runtime.tune_allocator()
+        dev = devices.resolve_device(device)
+        loaded = weights_mod.load_model(model, weights_file=weights, task="deblur")
+        prec = devices.resolve_precision(precision, loaded.module, dev)
+        header.update(model=loaded.name, weights_sha256=loaded.sha256, device=str(dev), precision=prec)
+        process = api.make_deblur_fn(loaded.module, device=dev, precision=prec, tile=tile_value, overlap=overlap,
+                                     info=info)
+    result = batch.run_batch(items, process or _nothing, opts, quiet=quiet, description="deblurring")
+    if info:
+        header["tile"] = info.get("tile", header["tile"])
+        header["overlap"] = info.get("overlap")
+    code = batch.finish(result, header=header, as_json=json_out, quiet=quiet)
+    raise typer.Exit(code)
+
+
+def _nothing(photo: Any) -> Any:  # pragma: no cover - never called: no pending items
+    raise RuntimeError("no engine loaded")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``defocus deblur`` to the root app."""
+    app.command("deblur", epilog=EPILOG, no_args_is_help=True)(guarded(deblur))

@@ -1,0 +1,170 @@
+"""Device and precision resolution: ``--device auto|cpu|cuda|cuda:N|mps`` and ``--precision auto|fp32|fp16|bf16``.
+
+Policy (documented in cli.md terms):
+
+* ``auto`` device: CUDA if available, then Apple MPS, then CPU; the choice is logged at INFO.
+  An explicit device that is not available raises :class:`DeviceError` (exit 4); we never fall back
+  silently from an explicit request.
+* ``auto`` precision: fp16 on CUDA when the engine lists ``"fp16"`` in ``safe_precisions`` (else bf16 when
+  safe and supported by the GPU, else fp32); bf16 on a CPU with **native** bf16 dot products
+  (AVX512_BF16 or AMX on x86, BF16 on Arm) when the engine lists it as safe; fp32 everywhere else
+  (including MPS, which we have not validated).
+* An explicit precision the engine does not list as safe, or one the device cannot run (fp16 on CPU),
+  is refused with :class:`UsageError` (exit 2) naming the precisions that would work. We chose refusing
+  over warning-and-ignoring: a user who types ``--precision fp16`` should never silently get fp32 numbers
+  in a JSON report that claims fp16, and an unsafe engine in fp16 produces visibly broken output.
+  An explicit bf16 on a CPU without native bf16 is allowed (it is correct, only slow) with a warning.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import platform
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from defocus_cli.errors import DeviceError, UsageError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda)(?::(\d+))?$")
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def resolve_device(request: str = "auto") -> torch.device:
+    """Turn a ``--device`` value into a :class:`torch.device`.
+
+    Args:
+        request: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` (case-insensitive).
+
+    Raises:
+        UsageError: the value is not one of the forms above.
+        DeviceError: the requested device is not available on this machine (exit 4).
+    """
+    req = (request or "auto").strip().lower()
+    mt = _DEVICE_RE.match(req)
+    if mt is None or (mt.group(2) is not None and mt.group(1) != "cuda"):
+        raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {request!r}")
+    kind, index = mt.group(1), mt.group(2)
+    if kind == "auto":
+        if torch.cuda.is_available():
+            dev = torch.device("cuda", torch.cuda.current_device())
+            log.info("device auto: using %s (%s)", dev, torch.cuda.get_device_name(dev))
+        elif _mps_available():
+            dev = torch.device("mps")
+            log.info("device auto: using mps (Apple GPU)")
+        else:
+            dev = torch.device("cpu")
+            log.info("device auto: no CUDA or MPS device found, using cpu")
+        return dev
+    if kind == "cpu":
+        return torch.device("cpu")
+    if kind == "mps":
+        if not _mps_available():
+            raise DeviceError(
+                "--device mps requested but Apple MPS is not available in this torch build/machine; "
+                "use --device cpu or --device auto"
+            )
+        return torch.device("mps")
+    # cuda / cuda:N
+    if not torch.cuda.is_available():
+        build = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise DeviceError(
+            f"--device {request} requested but CUDA is not available ({build}, torch {torch.__version__}); "
+            "use --device cpu or --device auto"
+        )
+    n = torch.cuda.device_count()
+    i = int(index) if index is not None else torch.cuda.current_device()
+    if i >= n:
+        raise DeviceError(f"--device {request} requested but only {n} CUDA device(s) exist (cuda:0..cuda:{n - 1})")
+    return torch.device("cuda", i)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bf16 dot products natively (x86 AVX512_BF16/AMX-BF16, Arm BF16).
+
+    Without native support oneDNN emulates bf16 and it is slower than fp32, so ``auto`` keeps fp32.
+    Reads ``/proc/cpuinfo`` on Linux; elsewhere returns False (conservative).
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    machine = platform.machine().lower()
+    if machine in ("x86_64", "amd64", "i686", "i386"):
+        return bool({"avx512_bf16", "amx_bf16"} & flags)
+    return "bf16" in flags
+
+
+def _safe(module: Any) -> tuple[str, ...]:
+    safe = tuple(getattr(module, "safe_precisions", ("fp32",)) or ("fp32",))
+    return safe if "fp32" in safe else ("fp32", *safe)
+
+
+def _engine_name(module: Any) -> str:
+    return type(module).__name__
+
+
+def resolve_precision(request: str, module: Any, device: torch.device | str) -> str:
+    """Pick the compute precision for ``module`` on ``device``.
+
+    Args:
+        request: ``"auto"``, ``"fp32"``, ``"fp16"`` or ``"bf16"`` (case-insensitive).
+        module: the engine; its ``safe_precisions`` attribute (default ``("fp32",)``) lists what it was
+            validated in.
+        device: the device it will run on.
+
+    Returns:
+        One of ``"fp32"``, ``"bf16"``, ``"fp16"``.
+
+    Raises:
+        UsageError: unknown value; an explicit precision the engine is not validated in; fp16 on CPU;
+            bf16 on a CUDA GPU without bf16 support.
+    """
+    dev = torch.device(device)
+    req = (request or "auto").strip().lower()
+    if req not in ("auto", *PRECISIONS):
+        raise UsageError(f"--precision must be auto, fp32, fp16 or bf16, got {request!r}")
+    safe = _safe(module)
+    name = _engine_name(module)
+    cuda_bf16 = dev.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+    if req == "auto":
+        if dev.type == "cuda":
+            choice = "fp16" if "fp16" in safe else ("bf16" if "bf16" in safe and cuda_bf16 else "fp32")
+        elif dev.type == "cpu":
+            choice = "bf16" if ("bf16" in safe and cpu_has_native_bf16()) else "fp32"
+        else:  # mps and anything else: not validated in reduced precision
+            choice = "fp32"
+        log.info("precision auto: %s for %s on %s (engine safe in: %s)", choice, name, dev, ", ".join(safe))
+        return choice
+
+    if req not in safe:
+        raise UsageError(
+            f"--precision {req} is not validated for engine {name} (safe: {', '.join(safe)}); "
+            "use --precision auto or one of those"
+        )
+    if req == "fp16" and dev.type == "cpu":
+        raise UsageError("--precision fp16 needs a GPU (cuda or mps); on cpu use --precision bf16, fp32 or auto")
+    if req == "bf16" and dev.type == "cuda" and not cuda_bf16:
+        raise UsageError(f"--precision bf16 is not supported by {dev}; use --precision fp16, fp32 or auto")
+    if req == "bf16" and dev.type == "cpu" and not cpu_has_native_bf16():
+        log.warning("this CPU has no native bf16 (AVX512_BF16/AMX); bf16 will be emulated and slower than fp32")
+    return req

@@ -1,0 +1,361 @@
+"""Run an engine on a photo of any size: device placement, precision, tiling, out-of-memory retry, CPU tuning.
+
+* :func:`tune_allocator` fixes glibc malloc's habit of mmap-ing and unmapping every large tensor (measured
+  on the dev VM: page faults made torch CPU inference up to 7x slower and erratic). Called by
+  :func:`run_engine` and at the start of heavy CLI commands; opt out with ``DEFOCUS_MALLOC_TUNING=0``.
+* :func:`run_engine` keeps the whole image on the host and sends only tiles to the device, in
+  ``torch.inference_mode``, channels_last, with autocast for bf16/fp16. ``tile="auto"`` picks the whole
+  image when it fits the memory budget, else the largest tile that does; a CUDA out-of-memory halves an
+  automatic tile and retries (logged). An explicit tile is never overridden: an out-of-memory with it
+  raises :class:`DeviceError` suggesting a smaller ``--tile``.
+
+Memory budget for ``tile="auto"``: the engine's working memory is estimated as
+``bytes_per_pixel`` (engine attribute, fp32 peak bytes per input pixel; default
+:data:`DEFAULT_BYTES_PER_PIXEL`) × pixels × a precision factor. On CUDA the budget is 80% of the free device
+memory; on CPU it is ``min(70% of MemAvailable, DEFOCUS_MAX_MEMORY_GB (default 6))`` minus the host buffers
+of the image itself and a fixed allowance for the runtime, so that peak RSS stays bounded (≤ 6 GB for a
+24 MP photo with IFAN).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import gc
+import logging
+import math
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from defocus_cli.errors import DeviceError, UsageError
+from defocus_cli.tiling import plan_tiles, round_up, run_tiled
+
+log = logging.getLogger(__name__)
+
+#: fp32 peak working bytes per input pixel assumed for an engine that does not declare ``bytes_per_pixel``.
+DEFAULT_BYTES_PER_PIXEL = 3000
+#: Working memory relative to fp32 when computing in reduced precision (activations halve; weights, glue stay).
+PRECISION_MEMORY_FACTOR = {"fp32": 1.0, "bf16": 0.6, "fp16": 0.6}
+#: Default cap of the CPU memory budget (bytes); override with env ``DEFOCUS_MAX_MEMORY_GB``.
+DEFAULT_CPU_CAP_BYTES = 6 * 1024**3
+#: Resident memory outside the engine's activations (torch runtime, weights, code), bytes.
+RUNTIME_ALLOWANCE_BYTES = 700 * 1024**2
+#: Smallest core (tile minus context) the automatic tile size goes down to, pixels.
+MIN_CORE = 64
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_TRIM_THRESHOLD = 2**31 - 1  # mallopt takes a C int: ~2 GiB
+
+_allocator_state: bool | None = None
+_threads_configured = False
+
+
+def tune_allocator() -> bool:
+    """Tell glibc malloc to serve large blocks from the heap and keep freed memory (no mmap/munmap churn).
+
+    Sets ``M_MMAP_MAX = 0`` and ``M_TRIM_THRESHOLD = 2 GiB`` through ``mallopt`` (ctypes). Idempotent: the
+    first call decides, later calls return the same answer. Affects allocations made after the call.
+
+    Returns:
+        True if the allocator was tuned; False off glibc (macOS, Windows, musl), when mallopt fails, or
+        when disabled with env ``DEFOCUS_MALLOC_TUNING=0``.
+    """
+    global _allocator_state
+    if _allocator_state is not None:
+        return _allocator_state
+    _allocator_state = False
+    if os.environ.get("DEFOCUS_MALLOC_TUNING", "1").strip().lower() in ("0", "false", "no", "off"):
+        log.debug("malloc tuning disabled by DEFOCUS_MALLOC_TUNING")
+        return False
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        gnu_version = libc.gnu_get_libc_version  # only glibc has it
+        gnu_version.restype = ctypes.c_char_p
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        log.debug("not glibc: malloc left as it is")
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    ok = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+    _allocator_state = ok
+    log.debug("glibc %s malloc tuned (no mmap, trim threshold 2 GiB): %s", gnu_version().decode(), ok)
+    return ok
+
+
+def allocator_tuned() -> bool | None:
+    """State of :func:`tune_allocator`: None if never called, else its result."""
+    return _allocator_state
+
+
+def cpu_count() -> int:
+    """CPU cores this process may run on (affinity-aware)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def configure_threads() -> int:
+    """Use one intra-op thread per available core, once per process, unless the user chose.
+
+    The user's choice wins: env ``DEFOCUS_THREADS=N`` sets N; ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` leave
+    torch's own setting alone. Returns the thread count in effect.
+    """
+    global _threads_configured
+    if not _threads_configured:
+        _threads_configured = True
+        env = os.environ.get("DEFOCUS_THREADS", "").strip()
+        if env.isdigit() and int(env) > 0:
+            torch.set_num_threads(int(env))
+        elif not (os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS")):
+            torch.set_num_threads(cpu_count())
+    return torch.get_num_threads()
+
+
+def mem_available_bytes() -> int | None:
+    """``MemAvailable`` from /proc/meminfo in bytes (None where unknown)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def memory_budget(device: torch.device, image_pixels: int, channels: int = 3) -> int:
+    """Bytes available to one forward pass of the engine on ``device`` (see the module docstring)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free * 0.8)
+    cap_env = os.environ.get("DEFOCUS_MAX_MEMORY_GB", "").strip()
+    try:
+        cap = int(float(cap_env) * 1024**3) if cap_env else DEFAULT_CPU_CAP_BYTES
+    except ValueError:
+        raise UsageError(f"DEFOCUS_MAX_MEMORY_GB must be a number of GB, got {cap_env!r}") from None
+    avail = mem_available_bytes()
+    if avail is not None:
+        cap = min(cap, int(avail * 0.7))
+    if device.type == "mps":
+        return cap // 2  # unified memory shared with the host copy; no reliable free-memory query
+    # Host buffers of run_tiled: input (+ padded copy), float32 accumulator, weight map.
+    host = image_pixels * (channels * 4 * 3 + 4)
+    return max(cap - host - RUNTIME_ALLOWANCE_BYTES, 0)
+
+
+def engine_bytes_per_pixel(module: Any, precision: str) -> float:
+    """Estimated peak working bytes per input pixel of ``module`` at ``precision``."""
+    bpp = float(getattr(module, "bytes_per_pixel", DEFAULT_BYTES_PER_PIXEL) or DEFAULT_BYTES_PER_PIXEL)
+    return bpp * PRECISION_MEMORY_FACTOR.get(precision, 1.0)
+
+
+def min_tile(overlap: int, multiple_of: int) -> int:
+    """Smallest tile the automatic sizing uses: ``2 * overlap`` of context plus a core of :data:`MIN_CORE`."""
+    return round_up(2 * overlap + max(MIN_CORE, multiple_of), multiple_of)
+
+
+def auto_tile(
+    module: Any, height: int, width: int, device: torch.device, precision: str, overlap: int, channels: int = 3
+) -> int:
+    """Tile size for ``tile="auto"``: 0 (whole image) when it fits the budget, else the largest square tile
+    (a multiple of the engine's ``multiple_of``, at least :func:`min_tile`) whose working memory fits."""
+    m = int(getattr(module, "multiple_of", 1) or 1)
+    hp, wp = round_up(height, m), round_up(width, m)
+    budget = memory_budget(device, height * width, channels)
+    bpp = engine_bytes_per_pixel(module, precision)
+    max_pixels = budget / bpp
+    if hp * wp <= max_pixels:
+        log.info(
+            "tile auto: whole image %dx%d fits (%.1f GB estimated of %.1f GB budget on %s)",
+            width, height, hp * wp * bpp / 1e9, budget / 1e9, device,
+        )
+        return 0
+    side = int(math.sqrt(max(max_pixels, 0))) // m * m
+    t = max(side, min_tile(overlap, m))
+    log.info(
+        "tile auto: %d px tiles for %dx%d on %s (budget %.1f GB, ~%.0f bytes/pixel at %s)",
+        t, width, height, device, budget / 1e9, bpp, precision,
+    )
+    return t
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True if ``exc`` is an out-of-memory error of any backend (CUDA, MPS, CPU allocator)."""
+    oom_cls = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_cls is not None and isinstance(exc, oom_cls):
+        return True
+    if isinstance(exc, MemoryError):
+        return True
+    if isinstance(exc, RuntimeError):
+        msg = str(exc).lower()
+        return "out of memory" in msg or "can't allocate memory" in msg or "not enough memory" in msg
+    return False
+
+
+def _free_device_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()
+
+
+def next_smaller_tile(current: int, height: int, width: int, overlap: int, multiple_of: int) -> int | None:
+    """The tile to retry with after an out-of-memory at ``current`` (0 = whole image): half the current
+    window side, rounded down to ``multiple_of``, not below :func:`min_tile`. None when already there."""
+    m = multiple_of
+    lo = min_tile(overlap, m)
+    side = max(round_up(height, m), round_up(width, m)) if current == 0 else current
+    if side <= lo:
+        return None
+    return max((side // 2) // m * m, lo)
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """Autocast for bf16/fp16 on ``device``; a no-op context for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def prepare_module(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Put ``module`` in eval mode on ``device`` with channels_last weights (in place; idempotent)."""
+    first = next(iter(module.parameters()), None)
+    moved = first is not None and first.device != device and not (
+        device.index is None and first.device.type == device.type
+    )
+    if moved or getattr(module, "_defocus_prepared_for", None) != str(device):
+        module.eval()
+        module.to(device=device, memory_format=torch.channels_last)
+        module._defocus_prepared_for = str(device)  # type: ignore[assignment]
+    return module
+
+
+@contextlib.contextmanager
+def _no_grad_inference() -> Iterator[None]:
+    with torch.inference_mode():
+        yield
+
+
+EngineFn = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
+
+
+def run_engine(
+    module: torch.nn.Module,
+    x: torch.Tensor,
+    *,
+    device: torch.device | str,
+    precision: str = "fp32",
+    tile: int | str = "auto",
+    overlap: int | None = None,
+    fn: EngineFn | None = None,
+    blend: int | None = None,
+    info: dict[str, Any] | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Run ``module`` over ``x`` tile by tile on ``device``.
+
+    Args:
+        module: the engine (``nn.Module`` following the engine contract in :mod:`defocus_cli.archs`); it is
+            moved to ``device`` in eval mode and channels_last (in place). Its ``multiple_of``,
+            ``receptive_field`` and optional ``bytes_per_pixel`` attributes steer the tiling.
+        x: ``(N, C, H, W)`` float32 **CPU** tensor (images: RGB in [0, 1]). It stays on the host.
+        device: where the tiles run (see :func:`defocus_cli.devices.resolve_device`).
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (already resolved, see
+            :func:`defocus_cli.devices.resolve_precision`); reduced precisions run under autocast.
+        tile: ``"auto"`` (whole image if it fits the memory budget, else the largest tile that does;
+            halved and retried on out-of-memory), ``0`` (whole image) or a tile size in pixels (explicit:
+            never changed).
+        overlap: context pixels per tile side; default ``module.receptive_field`` (0 if absent).
+        fn: ``fn(module, tile) -> tile`` to call instead of ``module(tile)`` (e.g. ``defocus_map``).
+        blend: raised-cosine band in pixels (see :func:`defocus_cli.tiling.run_tiled`); None = default.
+        info: if given, filled with what was done: ``tile`` (0 = whole image), ``overlap``, ``tiles``,
+            ``oom_retries``, ``precision``, ``device``.
+        on_tile: progress callback ``(done, total)``.
+
+    Returns:
+        ``(N, C_out, H, W)`` float32 CPU tensor (``C_out`` is whatever ``fn`` returns, 3 for deblurring).
+
+    Raises:
+        UsageError: bad ``tile``/``overlap`` or input tensor.
+        DeviceError: out of memory with an explicit tile, or even at the smallest automatic tile.
+    """
+    dev = torch.device(device)
+    if x.dim() != 4 or x.device.type != "cpu" or not x.is_floating_point():
+        raise UsageError(
+            f"run_engine expects a float (N, C, H, W) CPU tensor, got {tuple(x.shape)} {x.dtype} on {x.device}"
+        )
+    if precision not in PRECISION_MEMORY_FACTOR:
+        raise UsageError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+    x = x.float()
+    tune_allocator()
+    if dev.type == "cpu":
+        configure_threads()
+    m = int(getattr(module, "multiple_of", 1) or 1)
+    ov = int(getattr(module, "receptive_field", 0) or 0) if overlap is None else int(overlap)
+    if ov < 0:
+        raise UsageError(f"--overlap must be >= 0, got {overlap}")
+    _, c, h, w = x.shape
+    explicit = not (isinstance(tile, str) and tile.strip().lower() == "auto")
+    if explicit:
+        try:
+            t = int(tile)
+        except (TypeError, ValueError):
+            raise UsageError(f"--tile must be auto, 0 or a positive number of pixels, got {tile!r}") from None
+        if t < 0:
+            raise UsageError(f"--tile must be auto, 0 or a positive number of pixels, got {tile!r}")
+    prepare_module(module, dev)
+    if not explicit:
+        t = auto_tile(module, h, w, dev, precision, ov, c)
+    call = fn if fn is not None else (lambda mod, xt: mod(xt))
+
+    def tile_fn(xt: torch.Tensor) -> torch.Tensor:
+        xd = xt.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with autocast_context(dev, precision):
+            y = call(module, xd)
+        return y.to(device="cpu", dtype=torch.float32)
+
+    retries = 0
+    while True:
+        try:
+            with _no_grad_inference():
+                out = run_tiled(tile_fn, x, t, ov, m, blend=blend, on_tile=on_tile)
+            break
+        except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+            if not is_oom(e):
+                raise
+            _free_device_memory(dev)
+            what = "the whole image" if t == 0 else f"tile {t}"
+            smaller = next_smaller_tile(t, h, w, ov, m)
+            if explicit:
+                hint = f"--tile {smaller}" if smaller else "--device cpu"
+                raise DeviceError(
+                    f"out of memory on {dev} with {what} ({w}x{h} image, --tile {t}); "
+                    f"try a smaller tile such as {hint}, or --tile auto"
+                ) from None
+            if smaller is None:
+                raise DeviceError(
+                    f"out of memory on {dev} even with the smallest tile {t} (overlap {ov}); "
+                    "free device memory, lower --overlap, or use --device cpu"
+                ) from None
+            retries += 1
+            log.warning("out of memory on %s with %s; retrying with tile %d", dev, what, smaller)
+            t = smaller
+    if info is not None:
+        plan = plan_tiles(h, w, t, ov, m)
+        info.update(
+            tile=t, overlap=ov, tiles=plan.count, oom_retries=retries, precision=precision, device=str(dev)
+        )
+    return out

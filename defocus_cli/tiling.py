@@ -1,0 +1,281 @@
+"""Tiled inference as pure functions: plan overlapping tiles, run any tensor→tensor function per tile, blend.
+
+The whole image stays on the host (CPU, float32). Only tiles are handed to ``fn``, which moves them to
+its device and back. Nothing here knows about models, devices or precisions.
+
+Geometry (one axis; the other is the same):
+
+* The image is first **reflect-padded** at the bottom/right to a multiple of ``multiple_of`` (replicate
+  where it is too small to reflect) and the result is cropped back at the end: the user's image is never
+  cropped or resized.
+* Windows (``tile`` × ``tile`` pixels, ``tile`` a multiple of ``multiple_of``) lie **inside** the padded
+  image (the last one is pushed back to end at the border), their origins are multiples of
+  ``multiple_of`` (so stride-2 stages of a network sample the same grid as the whole image) and
+  neighbouring windows overlap by at least ``2 * overlap`` pixels. Windows never reach past the image,
+  so no tile ever sees zero padding: at the image border a tile sees exactly what the whole image sees.
+* Merging: each window carries a separable weight that is 1 in its interior and falls to 0 towards an
+  edge it shares with a neighbour (edges on the image border keep weight 1). The weight is 0 closer than
+  ``overlap - blend // 2`` pixels to such an edge, rises as a raised cosine over ``blend`` pixels and is
+  1 beyond ``overlap + blend // 2`` pixels (clamped so it never exceeds the space available). Outputs are
+  accumulated as ``sum(w * out) / sum(w)`` in float32 on the host.
+  ``blend = 0`` is pure overlap-crop (Real-ESRGAN/KAIR style): every output pixel comes from a tile in
+  which it has at least ``overlap`` pixels of real context, which makes a function whose receptive
+  field is ≤ ``overlap`` exactly tile-invariant. ``blend > 0`` trades ``blend // 2`` pixels of that
+  context for a smooth transition between tiles (a raised-cosine cross-fade instead of a hard seam),
+  which hides the residual disagreement of networks whose receptive field exceeds the overlap.
+  The default blend is chosen by measurement, see ``bench/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from defocus_cli.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+#: Default raised-cosine band as a fraction of the overlap (see module docstring and bench/RESULTS.md).
+DEFAULT_BLEND_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Where the windows go on a (padded) image.
+
+    Attributes:
+        height, width: size of the padded image the plan is for (multiples of ``multiple_of``).
+        tile: maximum window size (the request rounded down to ``multiple_of``).
+        overlap: context in pixels per interior side.
+        multiple_of: alignment of window origins and sizes.
+        ys, xs: window origins along each axis (ascending; each window is ``[y, y + tile_h)`` × ``[x, x + tile_w)``).
+        tile_h, tile_w: window size along each axis (≤ ``tile``; evened out so that the windows share the
+            axis without a thin last tile).
+    """
+
+    height: int
+    width: int
+    tile: int
+    overlap: int
+    multiple_of: int
+    ys: tuple[int, ...]
+    xs: tuple[int, ...]
+    tile_h: int
+    tile_w: int
+
+    @property
+    def count(self) -> int:
+        """Number of windows."""
+        return len(self.ys) * len(self.xs)
+
+    def windows(self) -> list[tuple[int, int, int, int]]:
+        """``(y0, y1, x0, x1)`` of every window, row-major."""
+        return [(y, y + self.tile_h, x, x + self.tile_w) for y in self.ys for x in self.xs]
+
+    @property
+    def processed_fraction(self) -> float:
+        """Pixels pushed through ``fn`` divided by pixels of the image (≥ 1; the tiling overhead)."""
+        return self.count * self.tile_h * self.tile_w / float(self.height * self.width)
+
+
+def round_up(n: int, m: int) -> int:
+    """Smallest multiple of ``m`` that is ≥ ``n``."""
+    return -(-n // m) * m
+
+
+def _axis_origins(length: int, tile: int, overlap: int, m: int) -> tuple[tuple[int, ...], int]:
+    """Origins along one axis of ``length`` (a multiple of ``m``) and the window size used on it.
+
+    Uses the fewest windows of at most ``tile`` pixels, then evens them out: the window is shrunk to the
+    smallest aligned size for which that many windows still cover the axis with ``2 * overlap`` pixels
+    between neighbours (no thin last tile, no wasted overlap).
+    """
+    if length <= tile:
+        return (0,), length
+
+    def fits(t: int, n: int) -> bool:
+        step = (t - 2 * overlap) // m * m
+        return step >= m and (n - 1) * step >= length - t
+
+    step = (tile - 2 * overlap) // m * m
+    n = -(-(length - tile) // step) + 1
+    t = max(round_up(-(-(length + 2 * overlap * (n - 1)) // n), m), round_up(2 * overlap + m, m))
+    while not fits(t, n):
+        t += m
+    t = min(t, tile)
+    span = length - t  # multiple of m: the last origin
+    # floor(i * span / (n-1)) rounded down to m: consecutive differences <= ceil(span/(n-1)) <= step.
+    origins = tuple((i * span // (n - 1)) // m * m for i in range(n))
+    return origins, t
+
+
+def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple_of: int = 1) -> TilePlan:
+    """Plan overlapping, aligned windows covering a ``height`` × ``width`` image.
+
+    Args:
+        height, width: image size in pixels (≥ 1). It is rounded up to ``multiple_of`` (the padding that
+            :func:`run_tiled` applies); the plan is for that padded size.
+        tile: requested window size in pixels; rounded **down** to a multiple of ``multiple_of``. ``0``
+            means one window covering the whole image.
+        overlap: context in pixels per side of a window that has a neighbour (≥ 0).
+        multiple_of: alignment of window sizes and origins (≥ 1).
+
+    Returns:
+        A :class:`TilePlan`. Each pixel of the padded image lies in a window where it has at least
+        ``overlap`` pixels on every side that has a neighbour window (or on the image border).
+
+    Raises:
+        UsageError: ``overlap`` negative, or the tile (after rounding) not larger than ``2 * overlap``
+            (no room for a core), or other invalid sizes.
+    """
+    if height < 1 or width < 1:
+        raise UsageError(f"image size must be at least 1x1, got {width}x{height}")
+    if multiple_of < 1:
+        raise UsageError(f"multiple_of must be >= 1, got {multiple_of}")
+    if overlap < 0:
+        raise UsageError(f"--overlap must be >= 0, got {overlap}")
+    if tile < 0:
+        raise UsageError(f"--tile must be 0 (whole image), 'auto' or a positive size, got {tile}")
+    m = multiple_of
+    hp, wp = round_up(height, m), round_up(width, m)
+    if tile == 0 or (tile >= hp and tile >= wp):
+        return TilePlan(hp, wp, max(hp, wp), overlap, m, (0,), (0,), hp, wp)
+    t = tile // m * m
+    if t - 2 * overlap < m:
+        raise UsageError(
+            f"--tile {tile} leaves no core with --overlap {overlap} (context per side) at size multiple {m}; "
+            f"expected a tile of at least {round_up(2 * overlap + m, m)} or a smaller overlap"
+        )
+    ys, th = _axis_origins(hp, t, overlap, m)
+    xs, tw = _axis_origins(wp, t, overlap, m)
+    return TilePlan(hp, wp, t, overlap, m, ys, xs, th, tw)
+
+
+def _ramp_weights(length: int, lo_edge: bool, hi_edge: bool, overlap: int, blend: int) -> torch.Tensor:
+    """1-D window weight of a tile of ``length``: 1 inside, raised-cosine to 0 near shared edges.
+
+    ``lo_edge``/``hi_edge`` say whether the low/high side is shared with a neighbour. Weight is 0 at
+    distance ``d < overlap - blend//2`` from a shared edge, ``0.5 - 0.5*cos(pi * t)`` with
+    ``t = (d - (overlap - blend//2) + 0.5) / blend`` in the band, and 1 beyond it.
+    """
+    d = torch.arange(length, dtype=torch.float64)
+    w = torch.ones(length, dtype=torch.float64)
+    half = blend // 2
+    start = max(overlap - half, 0)
+    for shared, dist in ((lo_edge, d), (hi_edge, (length - 1) - d)):
+        if not shared:
+            continue
+        if blend <= 0:
+            side = (dist >= overlap).to(torch.float64)
+        else:
+            t = ((dist - start + 0.5) / blend).clamp(0.0, 1.0)
+            side = 0.5 - 0.5 * torch.cos(math.pi * t)
+        w = w * side
+    return w.to(torch.float32)
+
+
+def tile_weights(plan: TilePlan, y: int, x: int, blend: int) -> torch.Tensor:
+    """Blending weight ``(tile_h, tile_w)`` float32 of the window at origin ``(y, x)`` of ``plan``."""
+    wy = _ramp_weights(plan.tile_h, y > 0, y + plan.tile_h < plan.height, plan.overlap, blend)
+    wx = _ramp_weights(plan.tile_w, x > 0, x + plan.tile_w < plan.width, plan.overlap, blend)
+    return wy[:, None] * wx[None, :]
+
+
+def pad_to_multiple(x: torch.Tensor, multiple_of: int) -> torch.Tensor:
+    """Pad ``x`` (N, C, H, W) at the bottom/right to multiples of ``multiple_of``: reflect where the image is
+    large enough, replicate otherwise. Returns ``x`` itself when no padding is needed."""
+    h, w = x.shape[-2:]
+    ph, pw = round_up(h, multiple_of) - h, round_up(w, multiple_of) - w
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if (ph < h and pw < w) else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def default_blend(overlap: int) -> int:
+    """The blend band used when the caller does not choose one (``DEFAULT_BLEND_FRACTION`` of the overlap)."""
+    return int(round(overlap * DEFAULT_BLEND_FRACTION)) // 2 * 2
+
+
+TileFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def run_tiled(
+    fn: TileFn,
+    x: torch.Tensor,
+    tile: int,
+    overlap: int,
+    multiple_of: int = 1,
+    *,
+    blend: int | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Apply ``fn`` to overlapping tiles of ``x`` and blend the results into one image.
+
+    Args:
+        fn: maps a tile ``(N, C, h, w)`` float32 CPU to ``(N, C_out, h, w)`` (any device/dtype; the result
+            is brought back to float32 on the host). ``C_out`` may differ from ``C`` (e.g. 1 for maps).
+        x: ``(N, C, H, W)`` float tensor on the host (CPU). Values are passed through unchanged.
+        tile: window size in pixels (rounded down to ``multiple_of``); ``0`` = whole image in one call.
+        overlap: context in pixels per interior tile side (≥ the function's receptive field for exactness).
+        multiple_of: size multiple the function needs; the image is reflect-padded to it and cropped back.
+        blend: width of the raised-cosine cross-fade in pixels (0 = pure overlap-crop, ``None`` =
+            :func:`default_blend`). Clamped to ``2 * overlap``.
+        on_tile: optional progress callback ``(done, total)`` after each tile.
+
+    Returns:
+        ``(N, C_out, H, W)`` float32 tensor on the host.
+
+    Raises:
+        UsageError: invalid tile/overlap (see :func:`plan_tiles`) or ``x`` not 4-D.
+    """
+    if x.dim() != 4:
+        raise UsageError(f"expected an image tensor of shape (N, C, H, W), got shape {tuple(x.shape)}")
+    if x.device.type != "cpu":
+        raise UsageError(f"run_tiled keeps the image on the host: expected a CPU tensor, got {x.device}")
+    n, _, h, w = x.shape
+    plan = plan_tiles(h, w, tile, overlap, multiple_of)
+    xp = pad_to_multiple(x, multiple_of)
+    if plan.count == 1:
+        out = fn(xp).to(device="cpu", dtype=torch.float32)
+        _check_out(out, xp.shape, (plan.tile_h, plan.tile_w))
+        if on_tile is not None:
+            on_tile(1, 1)
+        return out if out.shape[-2:] == (h, w) else out[..., :h, :w].contiguous()
+    b = default_blend(overlap) if blend is None else max(0, int(blend))
+    b = min(b, 2 * overlap)
+    log.debug(
+        "tiling %dx%d (padded %dx%d) into %d tiles of %dx%d, overlap %d, blend %d (%.2fx pixels)",
+        w, h, plan.width, plan.height, plan.count, plan.tile_w, plan.tile_h, overlap, b, plan.processed_fraction,
+    )
+    acc: torch.Tensor | None = None
+    wsum = torch.zeros(plan.height, plan.width, dtype=torch.float32)
+    for i, (y0, y1, x0, x1) in enumerate(plan.windows()):
+        out = fn(xp[..., y0:y1, x0:x1]).to(device="cpu", dtype=torch.float32)
+        _check_out(out, xp.shape, (y1 - y0, x1 - x0))
+        if acc is None:
+            acc = torch.zeros(n, out.shape[1], plan.height, plan.width, dtype=torch.float32)
+        wt = tile_weights(plan, y0, x0, b)
+        acc[..., y0:y1, x0:x1].addcmul_(out, wt)
+        wsum[y0:y1, x0:x1].add_(wt)
+        del out
+        if on_tile is not None:
+            on_tile(i + 1, plan.count)
+    assert acc is not None
+    acc.div_(wsum)
+    if (plan.height, plan.width) != (h, w):
+        acc = acc[..., :h, :w].contiguous()
+    return acc
+
+
+def _check_out(out: torch.Tensor, in_shape: Sequence[int], hw: tuple[int, int]) -> None:
+    if out.dim() != 4 or out.shape[0] != in_shape[0] or tuple(out.shape[-2:]) != hw:
+        raise ValueError(
+            f"tile function must return (N, C_out, {hw[0]}, {hw[1]}) for a tile of that size, "
+            f"got shape {tuple(out.shape)}"
+        )

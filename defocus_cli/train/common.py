@@ -1,0 +1,237 @@
+"""Shared trainer utilities: run folders, resumable checkpoints, JSONL logs, LFDOF validation, export.
+
+Typical loop (see :mod:`defocus_cli.train.sftnet`)::
+
+    setup_torch(threads=1)
+    run = RunDir("runs/sftnet")                       # runs/<name>/{last.pt, best.pt, log.jsonl}
+    state = run.load_last()                           # None or the dict saved by run.save(...)
+    stop = StopFlag()                                 # SIGTERM/SIGINT → stop.is_set; save and exit
+    logger = JsonlLogger(run.log_path)
+    for step in ...:
+        ...
+        logger.log(step=step, loss=..., lr=..., seconds=...)
+        if step % K == 0: logger.log(step=step, **validate_lfdof(model, lfdof_root))
+        if run.due(step) or stop.is_set: run.save({...})    # torch.save dict, loaded with weights_only=True
+    export_safetensors(model, "weights/x.safetensors", arch="x", steps=step)
+
+Checkpoints are plain dicts of tensors / numbers / strings (``model``, ``optim``, ``step`` ...), so
+``torch.load(weights_only=True)`` reads them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from defocus_cli._version import __version__
+
+log = logging.getLogger(__name__)
+
+
+def setup_torch(threads: int | None = None, seed: int | None = None) -> None:
+    """Set the torch CPU thread count (``None`` keeps the default) and seed torch's global RNG."""
+    if threads:
+        torch.set_num_threads(int(threads))
+        with contextlib.suppress(RuntimeError):
+            torch.set_num_interop_threads(1)
+    if seed is not None:
+        torch.manual_seed(seed)
+    with contextlib.suppress(Exception):
+        from defocus_cli.runtime import tune_allocator
+
+        tune_allocator()
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to ``path`` via a temporary file and rename (never a half-written checkpoint)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a training checkpoint with ``weights_only=True`` onto the CPU."""
+    return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+class RunDir:
+    """A training run folder ``runs/<name>/`` with ``last.pt``, ``best.pt`` and ``log.jsonl``.
+
+    ``save_every_s``: :meth:`due` turns true once that many seconds passed since the last save."""
+
+    def __init__(self, path: str | Path, save_every_s: float = 300.0) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.save_every_s = save_every_s
+        self._last_save = time.monotonic()
+
+    @property
+    def last(self) -> Path:
+        return self.path / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.path / "best.pt"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "log.jsonl"
+
+    def load_last(self) -> dict[str, Any] | None:
+        """The last checkpoint dict, or ``None`` when there is none."""
+        return load_checkpoint(self.last) if self.last.exists() else None
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last_save >= self.save_every_s
+
+    def save(self, state: dict[str, Any], best: bool = False) -> None:
+        """Write ``last.pt`` (and ``best.pt`` when ``best``)."""
+        atomic_save(state, self.last)
+        if best:
+            atomic_save(state, self.best)
+        self._last_save = time.monotonic()
+        log.info("checkpoint saved at step %s", state.get("step"))
+
+
+class StopFlag:
+    """Set by SIGTERM / SIGINT so the loop can checkpoint and exit cleanly."""
+
+    def __init__(self) -> None:
+        self.is_set = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError):  # not in the main thread
+                signal.signal(sig, self._handler)
+
+    def _handler(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+        self.is_set = True
+
+
+class JsonlLogger:
+    """Append one JSON object per line (``time`` added); floats are rounded for readability."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(self, **fields: Any) -> None:
+        rec = {"time": round(time.time(), 1)}
+        for k, v in fields.items():
+            if isinstance(v, torch.Tensor):
+                v = v.item()
+            if isinstance(v, float):
+                v = round(v, 6) if math.isfinite(v) else None
+            rec[k] = v
+        with self.path.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """All records of a JSONL log."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+def autocast(bf16: bool, device: str | torch.device = "cpu") -> contextlib.AbstractContextManager:
+    """bf16 autocast context on ``device`` when ``bf16``, else a no-op."""
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+
+def curriculum_patch(step: int, total: int, schedule: Sequence[tuple[float, int]] = ((0.0, 128),)) -> int:
+    """Small-patches-first curriculum: ``schedule`` is ``[(fraction_of_total, patch), ...]`` sorted by
+    fraction; returns the patch of the last entry whose fraction ≤ ``step / total``."""
+    frac = step / max(total, 1)
+    patch = schedule[0][1]
+    for f, p in schedule:
+        if frac >= f:
+            patch = p
+    return patch
+
+
+def batches(dataset: Any, batch: int, seed: int = 0, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless random batches from a map-style dataset of sample dicts (``(B, C, P, P)`` tensors).
+
+    Deterministic in ``(seed, batch index)`` so a resumed run continues the sequence (``start`` = number
+    of batches already drawn)."""
+    n = len(dataset)
+    k = start
+    while True:
+        rng = np.random.default_rng([seed, k])
+        idx = rng.integers(0, n, size=batch)
+        samples = [dataset[int(i)] for i in idx]
+        yield {key: torch.stack([s[key] for s in samples]) for key in samples[0] if isinstance(samples[0][key],
+                                                                                                 torch.Tensor)}
+        k += 1
+
+
+@torch.no_grad()
+def validate_lfdof(module: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor], root: str | Path,
+                   max_images: int | None = None, crop: int | None = None) -> dict[str, float]:
+    """Mean PSNR/SSIM of ``module`` on the LFDOF pairs under ``root`` (``input/``, ``target/``), next to the
+    blurry input's. ``module`` follows the engine contract: ``(1, 3, H, W)`` RGB [0, 1] in and out.
+    ``crop``: evaluate a centre crop of that side only (faster). Returns ``{"val_psnr", "val_ssim",
+    "input_psnr", "input_ssim", "n"}``."""
+    from defocus_cli import metrics
+    from defocus_cli.data import lfdof_pairs
+
+    was_training = getattr(module, "training", False)
+    if isinstance(module, torch.nn.Module):
+        module.eval()
+    ps, ss, ips, iss = [], [], [], []
+    for _, inp, tgt in lfdof_pairs(root)[:max_images]:
+        if crop:
+            h, w = inp.shape[:2]
+            y, x = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
+            inp, tgt = inp[y:y + crop, x:x + crop], tgt[y:y + crop, x:x + crop]
+        x_t = torch.from_numpy(inp).permute(2, 0, 1)[None].contiguous()
+        out = module(x_t)[0].permute(1, 2, 0).clamp(0, 1).float().numpy()
+        out = np.round(out * 255) / 255  # as a saved 8-bit result
+        ps.append(metrics.psnr(out, tgt))
+        ss.append(metrics.ssim(out, tgt))
+        ips.append(metrics.psnr(inp, tgt))
+        iss.append(metrics.ssim(inp, tgt))
+    if isinstance(module, torch.nn.Module) and was_training:
+        module.train()
+    return {"val_psnr": float(np.mean(ps)), "val_ssim": float(np.mean(ss)),
+            "input_psnr": float(np.mean(ips)), "input_ssim": float(np.mean(iss)), "n": len(ps)}
+
+
+def export_safetensors(module: torch.nn.Module | dict[str, torch.Tensor], out: str | Path, arch: str,
+                       steps: int, dtype: torch.dtype = torch.float16, **meta: Any) -> Path:
+    """Write the module's state dict as safetensors (``dtype``, default fp16) with metadata
+    ``{"arch", "producer", "source": "trained", "steps", ...meta}`` (values stringified). Atomic."""
+    from safetensors.torch import save_file
+
+    sd = module.state_dict() if isinstance(module, torch.nn.Module) else module
+    tensors = {k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous().cpu()
+               for k, v in sd.items()}
+    md = {"arch": arch, "producer": f"defocus_cli {__version__}", "source": "trained", "steps": str(steps)}
+    md.update({k: (v if isinstance(v, str) else json.dumps(v)) for k, v in meta.items()})
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=md)
+    os.replace(tmp, out)
+    return out
+
+
+def psnr_t(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean per-image PSNR (dB) of two ``(N, C, H, W)`` [0, 1] tensors."""
+    mse = ((pred.float().clamp(0, 1) - target.float()) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return float((10 * torch.log10(1 / mse)).mean())

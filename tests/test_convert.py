@@ -1,0 +1,193 @@
+"""Official checkpoint conversion: strict layouts, reproduced outputs, refusal of unsafe or wrong files."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import SHARED, needs_shared
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from defocus_cli.convert import convert_checkpoint
+from defocus_cli.errors import InputError, OutputError, UsageError
+
+MAKER = SHARED / "tools" / "make_official_checkpoint.py"
+VEC = SHARED / "vectors"
+DATA = Path(__file__).resolve().parent / "data"
+
+needs_maker = pytest.mark.skipif(not MAKER.is_file(), reason=f"needs {MAKER} (development references, not in a clone)")
+
+
+def _needs_class(module: str, cls: str) -> pytest.MarkDecorator:
+    try:
+        ok = hasattr(importlib.import_module(module), cls)
+    except ImportError:
+        ok = False
+    return pytest.mark.skipif(not ok, reason=f"{module}:{cls} is not available in this tree yet")
+
+
+def _official(tmp_path: Path, kind: str, name: str) -> Path:
+    dst = tmp_path / name
+    subprocess.run([sys.executable, str(MAKER), kind, str(dst)], check=True, capture_output=True, timeout=300)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def ifan_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not MAKER.is_file():
+        pytest.skip(f"needs {MAKER}")
+    return _official(tmp_path_factory.mktemp("ifan"), "ifan", "IFAN.pytorch")
+
+
+@needs_shared
+@needs_maker
+def test_ifan_convert_strict_and_reproduces_vectors(ifan_ckpt: Path, tmp_path: Path) -> None:
+    from defocus_cli.archs.ifan import IFAN
+
+    dst = tmp_path / "ifan.safetensors"
+    info = convert_checkpoint(ifan_ckpt, dst, "ifan")
+    assert info["tensors"] == 158 and info["params"] == 10_476_996
+    assert info["dropped"] == 20  # the training-only reblurNet tensors
+    with safe_open(str(dst), "pt") as f:
+        meta = f.metadata()
+        keys = list(f.keys())
+    assert meta["arch"] == "ifan" and meta["source"] == "IFAN.pytorch" and meta["producer"].startswith("defocus_cli ")
+    assert not any(k.startswith(("module.", "reblurNet")) for k in keys)
+    state = load_file(dst)
+    assert all(v.dtype == torch.float32 for v in state.values())
+    net = IFAN().eval()
+    net.load_state_dict(state, strict=True)
+    io = load_file(DATA / "vectors" / "ifan_io.safetensors")
+    with torch.inference_mode():
+        y, d = net.forward_with_dme(io["input_b"])
+    assert (y - io["output_b"].float()).abs().max() <= 1e-4
+    assert (d - io["dme_b"].float()).abs().max() <= 1e-4
+
+
+@needs_shared
+@needs_maker
+def test_fp16_option_and_atomic_replace(ifan_ckpt: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "ifan16.safetensors"
+    dst.write_bytes(b"old")
+    info = convert_checkpoint(ifan_ckpt, dst, "ifan", dtype="fp16")
+    assert info["dtype"] == "fp16"
+    state = load_file(dst)
+    assert all(v.dtype == torch.float16 for v in state.values())
+    # fp16 of fp16-rounded test weights is lossless
+    ref = load_file(VEC / "ifan_official_weights_fp16.safetensors")
+    assert all(torch.equal(state[k], ref[k]) for k in ref)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    with pytest.raises(OutputError):
+        convert_checkpoint(ifan_ckpt, dst, "ifan", overwrite=False)
+
+
+@needs_shared
+@needs_maker
+@_needs_class("defocus_cli.archs.defocusgan", "DefocusGAN")
+def test_wrong_arch_is_a_usage_error(ifan_ckpt: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "x.safetensors"
+    with pytest.raises(UsageError) as e:
+        convert_checkpoint(ifan_ckpt, dst, "defocusgan")
+    assert e.value.exit_code == 2
+    assert "not a defocusgan checkpoint" in str(e.value) and "--arch ifan" in str(e.value)
+    assert not dst.exists()
+
+
+@needs_shared
+@needs_maker
+def test_incomplete_checkpoint_names_missing_keys(ifan_ckpt: Path, tmp_path: Path) -> None:
+    sd = torch.load(ifan_ckpt, weights_only=True)
+    del sd["module.Network.F.3.bias"]
+    sd["module.Network.extra.weight"] = torch.zeros(2)
+    bad = tmp_path / "partial.pytorch"
+    torch.save(sd, bad)
+    with pytest.raises(InputError) as e:
+        convert_checkpoint(bad, tmp_path / "x.safetensors", "ifan")
+    msg = str(e.value)
+    assert "F.3.bias" in msg and "extra.weight" in msg and "\n" not in msg
+
+
+class _Evil:
+    """Pickles as a call to ``os.system`` that would create a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+def test_malicious_pickle_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": _Evil(marker)}, bad)
+    with pytest.raises(InputError) as e:
+        convert_checkpoint(bad, tmp_path / "out.safetensors", "ifan")
+    assert e.value.exit_code == 1 and "\n" not in str(e.value)
+    assert "weights-only" in str(e.value)
+    assert not marker.exists()
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_not_a_checkpoint(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"this is not a pickle at all")
+    with pytest.raises(InputError, match="not a torch checkpoint"):
+        convert_checkpoint(junk, tmp_path / "o.safetensors", "ifan")
+    plain = tmp_path / "list.pth"
+    torch.save([1, 2, 3], plain)
+    with pytest.raises(InputError, match="expected a dictionary"):
+        convert_checkpoint(plain, tmp_path / "o.safetensors", "ifan")
+    with pytest.raises(InputError, match="not found"):
+        convert_checkpoint(tmp_path / "missing.pth", tmp_path / "o.safetensors", "ifan")
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(UsageError):
+        convert_checkpoint(tmp_path / "a.pth", tmp_path / "o.safetensors", "sftnet")
+    with pytest.raises(UsageError):
+        convert_checkpoint(tmp_path / "a.pth", tmp_path / "o.bin", "ifan")
+
+
+@needs_shared
+@needs_maker
+@_needs_class("defocus_cli.archs.defocusgan", "DefocusGAN")
+def test_defocusgan_convert_reproduces_vectors(tmp_path: Path) -> None:
+    from defocus_cli.archs.defocusgan import DefocusGAN
+
+    src = _official(tmp_path, "defocusgan", "90_models.pth")
+    dst = tmp_path / "defocusgan.safetensors"
+    info = convert_checkpoint(src, dst, "defocusgan")
+    assert info["tensors"] == 468 and info["params"] == 4_934_531
+    with safe_open(str(dst), "pt") as f:
+        assert f.metadata()["arch"] == "defocusgan"
+    net = DefocusGAN().eval()
+    net.load_state_dict(load_file(dst), strict=True)
+    io = load_file(VEC / "defocusgan_io.safetensors")
+    with torch.inference_mode():
+        y = net(io["input_b"].float())
+    assert (y - io["output_b"].float()).abs().max() <= 1e-4
+
+
+@needs_shared
+@needs_maker
+@_needs_class("defocus_cli.archs.defocusgan_map", "DefocusMapNet")
+def test_defocusgan_map_convert_reproduces_vectors(tmp_path: Path) -> None:
+    from defocus_cli.archs.defocusgan_map import DefocusMapNet
+
+    src = _official(tmp_path, "defocusgan-map", "25_models.pth")
+    dst = tmp_path / "map.safetensors"
+    info = convert_checkpoint(src, dst, "defocusgan-map")
+    assert info["tensors"] == 324
+    net = DefocusMapNet().eval()
+    net.load_state_dict(load_file(dst), strict=True)
+    io = load_file(VEC / "defocusgan_map_io.safetensors")
+    with torch.inference_mode():
+        out = net.forward_official(io["left"].float(), io["right"].float())
+    assert (out - io["output"].float()).abs().max() <= 1e-4

@@ -1,0 +1,196 @@
+"""Tiling: plans cover the image with aligned windows; tiled == whole for a function of known receptive field."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from defocus_cli.errors import UsageError
+from defocus_cli.tiling import pad_to_multiple, plan_tiles, run_tiled, tile_weights
+
+
+def _conv_stack(in_ch: int = 3, out_ch: int = 3, seed: int = 0) -> tuple[nn.Module, int]:
+    """3x3 convs with dilations 1, 2, 4 (zero padding): receptive field radius 1 + 2 + 4 = 7 px."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(in_ch, 8, 3, padding=1),
+        nn.LeakyReLU(0.1),
+        nn.Conv2d(8, 8, 3, padding=2, dilation=2),
+        nn.LeakyReLU(0.1),
+        nn.Conv2d(8, out_ch, 3, padding=4, dilation=4),
+    ).eval()
+    return net, 7
+
+
+@pytest.mark.parametrize(
+    "h,w,tile,overlap,m",
+    [(37, 53, 16, 3, 1), (120, 200, 64, 8, 8), (1120, 1680, 512, 64, 8), (4000, 6000, 1300, 64, 16), (17, 9, 32, 4, 4)],
+)
+def test_plan_covers_image_with_aligned_windows(h: int, w: int, tile: int, overlap: int, m: int) -> None:
+    plan = plan_tiles(h, w, tile, overlap, m)
+    assert plan.height % m == 0 and plan.width % m == 0
+    assert plan.height >= h and plan.width >= w and plan.height - h < m and plan.width - w < m
+    covered = torch.zeros(plan.height, plan.width, dtype=torch.bool)
+    for y0, y1, x0, x1 in plan.windows():
+        assert y0 % m == 0 and x0 % m == 0, "origins must be aligned to the size multiple"
+        assert (y1 - y0) % m == 0 and (x1 - x0) % m == 0
+        assert y1 - y0 <= max(tile // m * m, 0) or len(plan.ys) == 1
+        assert x1 - x0 <= max(tile // m * m, 0) or len(plan.xs) == 1
+        assert 0 <= y0 < y1 <= plan.height and 0 <= x0 < x1 <= plan.width, "windows never leave the image"
+        covered[y0:y1, x0:x1] = True
+    assert bool(covered.all())
+    for axis, size in ((plan.ys, plan.tile_h), (plan.xs, plan.tile_w)):
+        assert list(axis) == sorted(set(axis))
+        for a, b in itertools.pairwise(axis):
+            assert a + size - b >= 2 * overlap, "neighbours must share at least 2*overlap pixels"
+
+
+def test_plan_whole_image_when_tile_zero_or_large() -> None:
+    assert plan_tiles(100, 150, 0, 32, 8).count == 1
+    p = plan_tiles(100, 150, 256, 32, 8)
+    assert p.count == 1 and (p.tile_h, p.tile_w) == (104, 152)
+
+
+@pytest.mark.parametrize("tile,overlap", [(16, 20), (16, 8), (32, 16)])
+def test_overlap_too_large_for_tile_is_rejected(tile: int, overlap: int) -> None:
+    with pytest.raises(UsageError, match="overlap"):
+        plan_tiles(100, 100, tile, overlap, 2)
+
+
+def test_negative_values_rejected() -> None:
+    with pytest.raises(UsageError):
+        plan_tiles(100, 100, 64, -1)
+    with pytest.raises(UsageError):
+        plan_tiles(100, 100, -5, 4)
+    with pytest.raises(UsageError):
+        plan_tiles(0, 100, 64, 4)
+
+
+@pytest.mark.parametrize("blend", [0, 4, 16])
+def test_weights_partition_has_no_holes(blend: int) -> None:
+    plan = plan_tiles(150, 210, 64, 12, 4)
+    total = torch.zeros(plan.height, plan.width)
+    for y0, y1, x0, x1 in plan.windows():
+        wt = tile_weights(plan, y0, x0, blend)
+        assert wt.shape == (y1 - y0, x1 - x0)
+        assert float(wt.min()) >= 0.0 and float(wt.max()) <= 1.0
+        total[y0:y1, x0:x1] += wt
+    assert float(total.min()) > 0.2
+
+
+def test_raised_cosine_ramp_is_monotone_and_smooth() -> None:
+    plan = plan_tiles(64, 300, 128, 16, 1)
+    wt = tile_weights(plan, 0, plan.xs[1], 16)[0]  # middle tile: both sides shared
+    left = wt[: len(wt) // 2]
+    assert float(left[0]) == 0.0 and float(left[-1]) == 1.0
+    assert bool((left[1:] >= left[:-1]).all())
+    assert float((left[1:] - left[:-1]).max()) < 0.2  # no hard step
+
+
+@pytest.mark.parametrize("h,w", [(37, 53), (64, 64), (101, 77)])
+def test_identity_is_reproduced_exactly_on_odd_sizes(h: int, w: int) -> None:
+    x = torch.rand(2, 3, h, w)
+    seen: list[tuple[int, int]] = []
+
+    def ident(t: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(t.shape[-2:]))
+        return t.clone()
+
+    y = run_tiled(ident, x, 24, 4, 4, blend=4)
+    assert y.shape == x.shape and y.dtype == torch.float32
+    torch.testing.assert_close(y, x, atol=1e-6, rtol=0)
+    assert len(seen) > 1 and all(a % 4 == 0 and b % 4 == 0 and a <= 24 and b <= 24 for a, b in seen)
+
+
+@pytest.mark.parametrize("blend", [0, 6])
+def test_conv_stack_tiled_equals_whole(blend: int) -> None:
+    net, rf = _conv_stack()
+    x = torch.rand(1, 3, 97, 131)
+    with torch.inference_mode():
+        whole = net(x)
+        # context left after the cross-fade must still cover the receptive field
+        tiled = run_tiled(net, x, 40, rf + blend // 2, 1, blend=blend)
+    assert tiled.shape == whole.shape
+    assert float((tiled - whole).abs().max()) <= 1e-5
+
+
+def test_too_little_context_is_detected() -> None:
+    """The equality above is not vacuous: with less context than the receptive field, tiles differ."""
+    net, rf = _conv_stack()
+    x = torch.rand(1, 3, 97, 131)
+    with torch.inference_mode():
+        whole = net(x)
+        tiled = run_tiled(net, x, 40, rf - 4, 1, blend=0)
+    assert float((tiled - whole).abs().max()) > 1e-4
+
+
+def test_output_channel_count_may_change() -> None:
+    net, rf = _conv_stack(3, 1, seed=1)
+    x = torch.rand(1, 3, 70, 90)
+    with torch.inference_mode():
+        whole = net(x)
+        tiled = run_tiled(net, x, 32, rf, 1, blend=0)
+    assert tiled.shape == (1, 1, 70, 90)
+    assert float((tiled - whole).abs().max()) <= 1e-5
+
+
+def test_strided_network_needs_aligned_origins() -> None:
+    """A stride-4 encoder/decoder is tile-invariant (with enough context) when origins are multiples of 4."""
+    torch.manual_seed(2)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.ConvTranspose2d(8, 8, 4, stride=2, padding=1),
+        nn.ReLU(),
+        nn.ConvTranspose2d(8, 3, 4, stride=2, padding=1),
+    ).eval()
+    x = torch.rand(1, 3, 96, 128)
+    with torch.inference_mode():
+        whole = net(x)
+        tiled = run_tiled(net, x, 48, 12, 4, blend=0)
+    assert float((tiled - whole).abs().max()) <= 1e-5
+
+
+def test_padding_to_multiple_is_reflect_and_cropped_back() -> None:
+    x = torch.rand(1, 3, 21, 30)
+    got: list[torch.Tensor] = []
+
+    def record(t: torch.Tensor) -> torch.Tensor:
+        assert t.shape[-2] % 8 == 0 and t.shape[-1] % 8 == 0
+        got.append(t.clone())
+        return t * 2
+
+    y = run_tiled(record, x, 0, 0, 8)
+    assert y.shape == x.shape
+    torch.testing.assert_close(y, x * 2)
+    torch.testing.assert_close(got[0], F.pad(x, (0, 2, 0, 3), mode="reflect"))
+    # too small to reflect: replicate instead of failing
+    tiny = torch.rand(1, 3, 2, 3)
+    assert pad_to_multiple(tiny, 8).shape == (1, 3, 8, 8)
+    assert run_tiled(lambda t: t, tiny, 0, 0, 8).shape == tiny.shape
+
+
+def test_tiles_are_views_of_host_image_and_results_return_to_host() -> None:
+    x = torch.rand(1, 3, 50, 50)
+    out = run_tiled(lambda t: t.to(torch.float64) + 1, x, 24, 4, 1)
+    assert out.device.type == "cpu" and out.dtype == torch.float32
+    torch.testing.assert_close(out, x + 1)
+
+
+def test_bad_inputs_rejected() -> None:
+    with pytest.raises(UsageError):
+        run_tiled(lambda t: t, torch.rand(3, 10, 10), 0, 0)
+    with pytest.raises(ValueError, match="must return"):
+        run_tiled(lambda t: t[..., :-1, :], torch.rand(1, 3, 40, 40), 16, 2)
+
+
+def test_progress_callback_counts_tiles() -> None:
+    calls: list[tuple[int, int]] = []
+    run_tiled(lambda t: t, torch.rand(1, 1, 64, 64), 32, 4, 1, on_tile=lambda d, n: calls.append((d, n)))
+    assert calls[-1][0] == calls[-1][1] == len(calls) > 1

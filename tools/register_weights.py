@@ -1,0 +1,123 @@
+"""Register the weight files in ``weights/`` in the model registry (``defocus_cli/models.json``).
+
+For each ``weights/<name>.safetensors`` it reads the ``"arch"`` safetensors metadata (required; also
+``license``, ``summary``/``notes`` and ``config`` if present), computes the sha256 and size, derives a
+deterministic 40-hex revision from (repo id, file name, sha256), and writes the entry. Fields already in
+the registry that do not come from the file (licence, summary, card, config, repo id) are kept, so a
+hand-edited summary survives re-registration. Entries without a file in ``weights/`` are kept unless
+``--prune``. A model card ``weights/<name>.md`` is linked when present.
+
+Usage (from the repository root)::
+
+    python tools/register_weights.py                      # update defocus_cli/models.json
+    python tools/register_weights.py --default deblur=ifan --default map=defocusgan-map
+    python tools/register_weights.py --check              # exit 1 if the registry is out of date (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from defocus_cli import registry  # noqa: E402
+from defocus_cli.weights import read_metadata, sha256_file  # noqa: E402
+
+DEFAULT_ORG = "defocus-cli"
+DEFAULT_LICENSE = "MIT"
+
+
+def revision_for(repo_id: str, filename: str, sha256: str) -> str:
+    """Deterministic 40-hex revision of one file's content (what its Hub commit will be pinned as)."""
+    return hashlib.sha1(f"defocus-cli weights\n{repo_id}\n{filename}\n{sha256}".encode()).hexdigest()
+
+
+def entry_for(path: Path, old: dict[str, Any] | None, org: str) -> dict[str, Any]:
+    """Registry entry (JSON dict) for one weight file, keeping hand-written fields of ``old``."""
+    meta = read_metadata(path)
+    arch = meta.get("arch")
+    if arch not in registry.ARCHS:
+        raise SystemExit(f"{path}: metadata 'arch' is {arch!r}; expected one of {', '.join(registry.ARCHS)}")
+    old = old or {}
+    name = path.stem
+    repo_id = old.get("repo_id") or f"{org}/{name}"
+    sha = sha256_file(path, use_memo=False)
+    card = f"{name}.md" if (path.parent / f"{name}.md").is_file() else old.get("card", "")
+    config = old.get("config")
+    if config is None and meta.get("config"):
+        config = json.loads(meta["config"])
+    entry = {
+        "name": name,
+        "task": registry.ARCH_TASKS[arch],
+        "arch": arch,
+        "repo_id": repo_id,
+        "filename": path.name,
+        "revision": revision_for(repo_id, path.name, sha),
+        "sha256": sha,
+        "size": path.stat().st_size,
+        "license": old.get("license") or meta.get("license") or DEFAULT_LICENSE,
+        "summary": old.get("summary") or meta.get("summary") or meta.get("notes", ""),
+        "card": card,
+        "config": config or {},
+    }
+    registry.spec_from_dict(entry)  # validate
+    return entry
+
+
+def build_registry(weights_dir: Path, current: dict[str, Any], org: str, defaults: dict[str, str],
+                   prune: bool) -> dict[str, Any]:
+    """The new registry document from the files in ``weights_dir`` and the ``current`` document."""
+    old = {m["name"]: m for m in current.get("models", [])}
+    files = sorted(weights_dir.glob("*.safetensors"))
+    new = {p.stem: entry_for(p, old.get(p.stem), org) for p in files}
+    if not prune:
+        for name, m in old.items():
+            new.setdefault(name, m)
+    merged_defaults = {**current.get("defaults", {}), **defaults}
+    merged_defaults = {t: n for t, n in merged_defaults.items() if n in new}
+    return {"defaults": dict(sorted(merged_defaults.items())), "models": [new[k] for k in sorted(new)]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights-dir", type=Path, default=ROOT / "weights")
+    ap.add_argument("--registry", type=Path, default=registry.REGISTRY_FILE)
+    ap.add_argument("--org", default=DEFAULT_ORG, help="Hub organisation of new repos (default %(default)s)")
+    ap.add_argument("--default", action="append", default=[], metavar="TASK=NAME",
+                    help="default model of a task, e.g. deblur=ifan (repeatable)")
+    ap.add_argument("--prune", action="store_true", help="drop entries whose file is not in the weights folder")
+    ap.add_argument("--check", action="store_true", help="only report; exit 1 if the registry is out of date")
+    args = ap.parse_args(argv)
+
+    defaults = {}
+    for item in args.default:
+        task, _, name = item.partition("=")
+        if task not in registry.TASKS or not name:
+            ap.error(f"--default {item!r}: expected TASK=NAME with TASK in {registry.TASKS}")
+        defaults[task] = name
+    current = json.loads(args.registry.read_text()) if args.registry.is_file() else {}
+    doc = build_registry(args.weights_dir, current, args.org, defaults, args.prune)
+    text = json.dumps(doc, indent=2) + "\n"
+    old_text = args.registry.read_text() if args.registry.is_file() else ""
+    if args.check:
+        if text != old_text:
+            print(f"{args.registry} is out of date; run python tools/register_weights.py", file=sys.stderr)
+            return 1
+        print(f"{args.registry} is up to date ({len(doc['models'])} models)")
+        return 0
+    args.registry.write_text(text)
+    for m in doc["models"]:
+        print(f"{m['name']:<16} {m['task']:<7} {m['arch']:<15} {m['size']:>11} B  sha256 {m['sha256'][:16]}…  "
+              f"rev {m['revision'][:8]}")
+    print(f"wrote {args.registry} ({len(doc['models'])} models, defaults {doc['defaults']})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
