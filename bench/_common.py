@@ -98,6 +98,17 @@ def count_macs(module: Any, height: int = 256, width: int = 256) -> float:
     return total
 
 
+def count_flop_macs(module: Any, height: int = 256, width: int = 256) -> float:
+    """MACs of every convolution/matmul torch dispatches for one forward (``FlopCounterMode`` / 2): unlike the
+    module hooks this also sees functional convolutions (e.g. IFAN's per-iteration filter prediction)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+        module(torch.rand(1, 3, height, width))
+    return fc.get_total_flops() / 2.0
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

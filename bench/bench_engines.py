@@ -132,15 +132,17 @@ def section_macs(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for name in args.engines:
         module, _ = C.build_engine(name)
-        macs = C.count_macs(module, 256, 256)
+        hooked = C.count_macs(module, 256, 256)
+        macs = C.count_flop_macs(module, 256, 256)
         params = sum(p.numel() for p in module.parameters())
         rows.append({
             "engine": name, "params_M": params / 1e6, "gmac_per_mp": macs / (256 * 256) * 1e6 / 1e9,
+            "gmac_per_mp_hooks": hooked / (256 * 256) * 1e6 / 1e9,
             "multiple_of": getattr(module, "multiple_of", None), "receptive_field": getattr(module, "receptive_field", None),
             "safe_precisions": ",".join(getattr(module, "safe_precisions", ())),
         })
-    print("\n### MACs (Conv2d + ConvTranspose2d, counted at 256x256)\n")
-    print(C.table(rows, ["engine", "params_M", "gmac_per_mp", "multiple_of", "receptive_field", "safe_precisions"]))
+    print("\n### MACs per megapixel at 256x256: all conv/matmul ops (FlopCounterMode) and Conv2d/ConvTranspose2d hooks\n")
+    print(C.table(rows, ["engine", "params_M", "gmac_per_mp", "gmac_per_mp_hooks", "multiple_of", "receptive_field", "safe_precisions"]))
     return rows
 
 

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from defocus_cli._version import __version__
-from defocus_cli.errors import DefocusError, DeviceError, InputError, OutputError, UsageError, WeightsError
+from defocus_cli.errors import DefocusError, DeviceError, OutputError, UsageError, WeightsError
 from defocus_cli.photo_io import (
     DEFAULT_MAX_PIXELS,
     EXTENSIONS,
@@ -208,12 +208,12 @@ def _is_folder_target(out: str, n_inputs: int, any_folder: bool) -> bool:
         return True
     if format_from_path(out) is not None:
         return False
-    if Path(out).suffix and not Path(out).exists():
+    if Path(out).suffix:
         raise UsageError(
             f"-o {out}: unknown image extension {Path(out).suffix!r}; expected .jpg, .png, .tif or .webp "
-            "(or a folder)"
+            "(or a folder: end it with /)"
         )
-    return True if (n_inputs > 1 or any_folder or not Path(out).suffix) else False
+    return True
 
 
 def plan_batch(

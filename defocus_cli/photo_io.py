@@ -180,7 +180,7 @@ def _open_header(data: bytes, label: str, max_pixels: int | None) -> Any:
             Image.MAX_IMAGE_PIXELS = max(int(max_pixels), 1)
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                warnings.simplefilter("ignore")  # bomb warnings (our limit is checked below), corrupt EXIF
                 img = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as e:
             raise InputError(f"{label}: image too large ({e}); raise --max-pixels to accept it") from None
@@ -226,7 +226,7 @@ def _decode(data: bytes, label: str, max_pixels: int | None) -> Photo:
     notes: list[str] = []
     try:
         if _needs_cv2(img, fmt, data):
-            arr, alpha, gray, depth, mode = _decode_cv2(data, label)
+            arr, alpha, gray, depth, mode = _decode_cv2(data, label, _stored_gray(img, fmt, data))
         else:
             arr, alpha, gray, depth, mode, icc = _decode_pil(img, label, icc, notes)
     except InputError:
@@ -235,7 +235,8 @@ def _decode(data: bytes, label: str, max_pixels: int | None) -> Photo:
         raise InputError(f"{label}: cannot decode ({type(e).__name__}: {e})") from None
 
     orientation, exif_raw = _read_exif(img, fmt, data, label)
-    pixels = arr.astype(np.float32) / np.float32(65535.0 if depth == 16 else 255.0)
+    pixels = arr.astype(np.float32)
+    pixels *= np.float32(1.0 / (65535.0 if depth == 16 else 255.0))
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[:, :, None], 3, axis=2)
     pixels = np.ascontiguousarray(apply_orientation(pixels, orientation))
@@ -299,7 +300,18 @@ def _cmyk_to_rgb(img: Any, icc: bytes | None, label: str) -> tuple[Any, bytes | 
     return img.convert("RGB"), None
 
 
-def _decode_cv2(data: bytes, label: str) -> tuple[np.ndarray, np.ndarray | None, bool, int, str]:
+def _stored_gray(img: Any, fmt: str, data: bytes) -> bool:
+    """The file stores one colour channel (OpenCV expands gray+alpha to BGRA; this undoes that)."""
+    if fmt == "png":
+        return len(data) > 25 and data[25] in (0, 4)  # IHDR colour type: gray, gray+alpha
+    if fmt == "tiff" and hasattr(img, "tag_v2"):
+        return img.tag_v2.get(262) in (0, 1)  # PhotometricInterpretation: WhiteIsZero / BlackIsZero
+    return False
+
+
+def _decode_cv2(
+    data: bytes, label: str, stored_gray: bool = False
+) -> tuple[np.ndarray, np.ndarray | None, bool, int, str]:
     import cv2
 
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -323,8 +335,12 @@ def _decode_cv2(data: bytes, label: str) -> tuple[np.ndarray, np.ndarray | None,
     if c == 2:
         return arr[:, :, 0], arr[:, :, 1].copy(), True, depth, "LA" + suffix
     if c == 3:
+        if stored_gray:
+            return arr[:, :, 0], None, True, depth, "L" + suffix
         return arr[:, :, ::-1], None, False, depth, "RGB" + suffix
     if c == 4:
+        if stored_gray:
+            return arr[:, :, 0], arr[:, :, 3].copy(), True, depth, "LA" + suffix
         return arr[:, :, 2::-1], arr[:, :, 3].copy(), False, depth, "RGBA" + suffix
     raise InputError(f"{label}: {c} channels are not supported; expected 1-4")
 
@@ -408,8 +424,11 @@ def _prepare_exif(raw: bytes, img: Any, width: int, height: int, label: str) -> 
 
 def to_integer(pixels: np.ndarray, bit_depth: int) -> np.ndarray:
     """Float ``[0, 1]`` → uint8 (``bit_depth`` 8) or uint16 (16), clipped and rounded."""
-    maxv = 65535.0 if bit_depth == 16 else 255.0
-    out = np.clip(np.asarray(pixels, dtype=np.float32), 0.0, 1.0) * np.float32(maxv) + np.float32(0.5)
+    maxv = np.float32(65535.0 if bit_depth == 16 else 255.0)
+    out = np.multiply(np.asarray(pixels), maxv, dtype=np.float32)  # one float32 buffer, reused below
+    np.nan_to_num(out, copy=False, nan=0.0)
+    np.clip(out, 0.0, maxv, out=out)
+    out += np.float32(0.5)
     return out.astype(np.uint16 if bit_depth == 16 else np.uint8)
 
 

@@ -191,7 +191,8 @@ def _item_section(result: ScoreResult, i: int, it: ItemScore) -> str:
     for label, img, path in u8:
         uri, tw, th = _thumb(img, wins)
         figs.append(_figure(uri, f"{label}: {Path(str(path)).name}", tw, th))
-    cols = f"grid-template-columns:repeat({len(u8)},minmax(0,1fr))"
+    cols = f"grid-template-columns:repeat({len(u8)},minmax(0,520px))"
+    ccols = f"grid-template-columns:repeat({len(u8)},minmax(0,400px))"
     crops = []
     for k, win in enumerate(wins):
         c = CROP_COLOURS[k % len(CROP_COLOURS)]
@@ -204,7 +205,7 @@ def _item_section(result: ScoreResult, i: int, it: ItemScore) -> str:
             f"<div class=croprow style='border-left:6px solid rgb{c}'>"
             f"<div class=cropinfo>crop {k + 1}: x={win.x}, y={win.y}, {win.size}×{win.size} px "
             f"· mean |result − {ref_name}| = {win.change:.4f}</div>"
-            f"<div class=grid style='{cols}'>{''.join(cells)}</div></div>"
+            f"<div class=grid style='{ccols}'>{''.join(cells)}</div></div>"
         )
     why = "changed most from the input" if blurry is not None else "differs most from the ground truth"
     scores = "".join(

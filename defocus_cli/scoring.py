@@ -41,7 +41,7 @@ from defocus_cli.errors import DefocusError, InputError, UsageError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".webp")
 
 STRIP_SUFFIXES: tuple[str, ...] = (
     "sharp", "deblurred", "deblur", "restored", "result", "output", "out", "pred", "prediction",

@@ -102,6 +102,19 @@ def test_16bit_gray_png_stays_16bit_gray() -> None:
     np.testing.assert_array_equal(back, arr)
 
 
+def test_16bit_gray_alpha_png_roundtrip() -> None:
+    from defocus_cli.photo_io import _encode_png_raw
+
+    la = np.dstack([np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000, np.full((3, 4), 40000, np.uint16)])
+    photo = read_photo(_encode_png_raw(la, color_type=4))
+    assert photo.gray and photo.bit_depth == 16 and photo.mode == "LA;16"
+    np.testing.assert_array_equal(photo.alpha, la[:, :, 1])
+    out = encode_photo(photo.pixels, photo, "png")
+    assert out[25] == 4 and out[24] == 16  # IHDR: gray+alpha, 16 bits
+    back = read_photo(out)
+    np.testing.assert_array_equal(to_integer(back.pixels[:, :, 0], 16), la[:, :, 0])
+
+
 def test_16bit_to_jpeg_is_reduced_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     photo = read_photo(_png16(smooth_rgb(6, 6, dtype="uint16")))
     out = encode_photo(photo.pixels, photo, "jpg")
@@ -201,7 +214,8 @@ def test_unparseable_exif_never_fails(caplog: pytest.LogCaptureFixture) -> None:
     bad_exif = b"Exif\x00\x00MM\x00\x2a\x00\x00\xff\xff" + b"\x00" * 10  # IFD0 offset far past the end
     data = _save(Image.fromarray(smooth_rgb(6, 6)), "JPEG", exif=bad_exif)
     photo = read_photo(data)
-    assert photo.orientation == 1
+    assert photo.orientation == 1 and photo.exif is None
+    assert "EXIF could not be parsed" in caplog.text
     out = encode_photo(photo.pixels, photo, "jpg")
     assert Image.open(io.BytesIO(out)).size == (6, 6)
 

@@ -31,10 +31,15 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     level = logging.ERROR if quiet else (logging.DEBUG if verbose else logging.WARNING)
     root = logging.getLogger("defocus_cli")
     root.setLevel(level)
+    ours = [h for h in root.handlers if getattr(h, "_defocus_cli", False)]
     if not root.handlers:
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        h._defocus_cli = True  # type: ignore[attr-defined]
         root.addHandler(h)
+        ours = [h]
+    for h in ours:  # sys.stderr may have been replaced since (tests, embedding apps)
+        h.stream = sys.stderr  # type: ignore[attr-defined]  # not setStream: it flushes the old one
     for h in root.handlers:
         h.setLevel(level)
 
@@ -78,7 +83,8 @@ from typing import Annotated, Optional  # noqa: E402
 
 InputsArg = Annotated[
     list[str],
-    typer.Argument(help="Image files, folders (see --recursive), or - for one image on stdin.", show_default=False),
+    typer.Argument(help="Image files, folders (see --recursive), or - for one image on stdin.", show_default=False,
+                   metavar="INPUT..."),
 ]
 OutputOpt = Annotated[
     Optional[str],

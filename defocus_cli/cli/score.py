@@ -108,7 +108,15 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Errors only on stderr.")] = False,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr.")] = False,
     ) -> None:
-        """Score results against ground truth: PSNR, SSIM, MAE, LPIPS per image, mean and median."""
+        """Score results against ground truth: PSNR, SSIM, MAE, LPIPS per image, mean and median.
+
+        PRED and GT are two files, or two folders whose images pair by relative path and name; suffixes such
+        as _sharp, _deblurred, _output, _pred, _gt, _target, _source and the DPDD view tags _c/_l/_r are
+        ignored (so results/1P0A1225_sharp.png pairs with test_c/target/1P0A1225.png). Nothing is resized.
+
+        Exit 1 when an image fails (unpaired, unreadable, other size), a ground truth has no result (unless
+        --allow-missing) or a --fail-under gate is missed; 2 on a usage error.
+        """
         setup_logging(verbose=verbose, quiet=quiet)
         from defocus_cli import scoring
         from defocus_cli.errors import UsageError

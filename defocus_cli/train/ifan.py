@@ -295,7 +295,7 @@ def train_config(cfg: IFANTrainConfig) -> dict[str, Any]:
         gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         step += 1
-        logger.log(step=step, kind="train", loss=float(loss), grad_norm=float(gnorm), lr=cfg.lr,
+        logger.log(step=step, kind="train", loss=loss.item(), grad_norm=gnorm.item(), lr=cfg.lr,
                    seconds=round(time.monotonic() - ts, 3), **logs)
         if step % cfg.val_every == 0:
             validate()

@@ -52,23 +52,32 @@ class PerceptualLoss(nn.Module):
         self.net.eval()
         return self
 
-    def _conv3(self, x: Tensor) -> Tensor:
+    def _features(self, x: Tensor, upto: int = 4) -> list[Tensor]:
+        """Raw ReLU features of AlexNet stages ``0..upto`` (out-of-place ops only, so autograd-safe)."""
         net = self.net
         h = ((x * 2.0 - 1.0) - net.shift) / net.scale
+        out: list[Tensor] = []
         for i, (conv, pool) in enumerate(zip(net.convs, net.pool_before)):
+            if i > upto:
+                break
             if pool:
                 h = F.max_pool2d(h, kernel_size=3, stride=2)
             h = F.relu(conv(h))
-            if i == 2:
-                return h
-        return h  # pragma: no cover
+            out.append(h)
+        return out
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         if self.mode == "conv3":
             with torch.no_grad():
-                ft = self._conv3(target)
-            return F.mse_loss(self._conv3(pred), ft)
-        return self.net(pred, target).mean()
+                ft = self._features(target, 2)[-1]
+            return F.mse_loss(self._features(pred, 2)[-1], ft)
+        with torch.no_grad():
+            ft = [f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10) for f in self._features(target)]
+        total = pred.new_zeros(())
+        for lin, f, t in zip(self.net.lins, self._features(pred), ft):
+            f = f / (f.pow(2).sum(dim=1, keepdim=True).add(1e-20).sqrt() + 1e-10)
+            total = total + lin((f - t) ** 2).mean()
+        return total
 
 
 def defocus_weight(coc: Tensor, size: tuple[int, int], scale: float = 0.1) -> Tensor:

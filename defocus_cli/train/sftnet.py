@@ -221,8 +221,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         optim.step()
         step += 1
         now = time.time()
-        logger.log(step=step, stage=stage, patch=patch, batch=bsz, loss=float(loss), lr=lr,
-                   seconds=round(now - t_last, 3), **{k: float(v) for k, v in terms.items()})
+        logger.log(step=step, stage=stage, patch=patch, batch=bsz, loss=loss.item(), lr=lr,
+                   seconds=round(now - t_last, 3), **{k: v.item() for k, v in terms.items()})
         t_last = now
         if step % max(1, opts.val_every) == 0:
             validate()

@@ -1,0 +1,235 @@
+"""Classical (no network) defocus-map estimation: dual-pixel block matching and single-image edge re-blur.
+numpy + OpenCV only; no weights needed.
+
+Dual-pixel pair (:func:`dp_radius_map`)
+    In a DP capture an out-of-focus point is imaged by the two half-apertures with opposite half-disc kernels,
+    so the two views are shifted against each other along the split (baseline) by an amount that grows with
+    the circle of confusion, and the shift changes sign across the focal plane. Per pixel:
+
+    1. zero-mean normalised cross-correlation (ZNCC, box window ``window``) of the left view with the right view
+       shifted by each integer ``d`` in ``[-max_disparity, max_disparity]`` along the baseline (ZNCC ignores
+       the views' different vignetting gains); best ``d`` + parabola sub-pixel refinement;
+    2. confidence = positive peak ZNCC² × local texture; low-confidence pixels are filled from confident ones
+       by multi-scale normalised convolution, then a guided filter (the image as guide) aligns the map to edges;
+    3. disparity → CoC radius with the Abuolaim DP kernel model (:mod:`defocus_cli.archs._dpkernels`, order 3,
+       cut-off 2.5, β 0.1, smoothing 7): the left and right kernels of radius ``r`` have centroids
+       ``δ(r)`` apart (δ ≈ r / 1.7 for r ≥ 3); the measured shift is mapped through the inverse of δ(r).
+
+    Sign: ``d > 0`` when the left view's content lies to the right of (below, for a vertical baseline) the
+    right view's, which the kernel model produces for a positive CoC (behind the focal plane). Real sensors
+    may be mirrored; check the sign on a known scene.
+
+Single image (:func:`single_radius_map`)
+    Edge re-blur gradient ratio (Zhuo & Sim 2011): at edges, re-blurring with a Gaussian of σ0 changes the
+    gradient magnitude by ``R = |∇I| / |∇(I * G_σ0)|``, giving the edge's own blur ``σ = σ0 / sqrt(R² - 1)``;
+    the sparse edge estimates are propagated like the DP confidences. A disc of radius ``r`` has the same
+    second moment as a Gaussian of ``σ = r / 2``, so radius = 2σ. Unsigned (one image carries no sign).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "to_gray",
+    "detect_baseline",
+    "dp_disparity",
+    "disparity_to_radius",
+    "dp_radius_map",
+    "single_radius_map",
+    "propagate",
+    "guided_filter",
+]
+
+
+def to_gray(img: np.ndarray) -> np.ndarray:
+    """``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` RGB float → float32 ``(H, W)`` luma."""
+    a = np.asarray(img, dtype=np.float32)
+    if a.ndim == 2:
+        return a
+    if a.shape[2] == 1:
+        return a[:, :, 0]
+    return a @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def _box(a: np.ndarray, window: int) -> np.ndarray:
+    import cv2
+
+    return cv2.boxFilter(a, cv2.CV_32F, (window, window), normalize=True, borderType=cv2.BORDER_REFLECT)
+
+
+def _shift_x(a: np.ndarray, d: int) -> np.ndarray:
+    """``out[:, x] = a[:, x - d]`` with edge replication."""
+    if d == 0:
+        return a
+    w = a.shape[1]
+    idx = np.clip(np.arange(w) - d, 0, w - 1)
+    return a[:, idx]
+
+
+def dp_disparity(
+    left: np.ndarray, right: np.ndarray, *, max_disparity: int = 12, window: int = 15
+) -> tuple[np.ndarray, np.ndarray]:
+    """Horizontal disparity ``d`` with ``left(x) ≈ right(x - d)`` by ZNCC block matching.
+
+    Args:
+        left, right: float32 ``(H, W)`` gray views (any scale; gains may differ).
+        max_disparity: largest |d| searched, px.
+        window: ZNCC box window side, px (odd).
+    Returns:
+        (disparity ``(H, W)`` float32 px, confidence ``(H, W)`` float32 in [0, 1]).
+    """
+    lf = np.asarray(left, np.float32)
+    rt = np.asarray(right, np.float32)
+    window = max(3, int(window) | 1)
+    ml, mr = _box(lf, window), _box(rt, window)
+    vl = np.maximum(_box(lf * lf, window) - ml * ml, 0.0)
+    vr = np.maximum(_box(rt * rt, window) - mr * mr, 0.0)
+    eps = 1e-12 + 1e-6 * float(np.median(vl) + np.median(vr))
+    shifts = list(range(-max_disparity, max_disparity + 1))
+    scores = np.empty((len(shifts),) + lf.shape, np.float32)
+    for i, d in enumerate(shifts):
+        rs = _shift_x(rt, d)
+        cov = _box(lf * rs, window) - ml * _shift_x(mr, d)
+        scores[i] = cov / np.sqrt(vl * _shift_x(vr, d) + eps)
+    best = scores.argmax(axis=0)
+    peak = np.take_along_axis(scores, best[None], 0)[0]
+    lo = np.take_along_axis(scores, np.clip(best - 1, 0, len(shifts) - 1)[None], 0)[0]
+    hi = np.take_along_axis(scores, np.clip(best + 1, 0, len(shifts) - 1)[None], 0)[0]
+    denom = lo - 2 * peak + hi
+    inner = (best > 0) & (best < len(shifts) - 1) & (denom < -1e-9)
+    sub = np.where(inner, 0.5 * (lo - hi) / np.where(inner, denom, -1.0), 0.0)
+    disp = (best - max_disparity).astype(np.float32) + np.clip(sub, -0.5, 0.5).astype(np.float32)
+    texture = vl / (vl + 0.2 * float(np.median(vl)) + 1e-12)
+    conf = np.clip(peak, 0, 1) ** 2 * texture * inner
+    return disp, conf.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel_disparity_table(max_radius: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """(δ(r), r) for r = 0..max_radius: centroid distance of the Abuolaim left/right kernels of radius r."""
+    from defocus_cli.archs._dpkernels import dp_kernels
+
+    deltas, radii = [0.0], [0.0]
+    for r in range(1, max_radius + 1):
+        _c, lk, rk = dp_kernels(r, 3, 2.5, 0.1, 7)
+        x = np.arange(lk.shape[1]) - lk.shape[1] // 2
+        deltas.append(float((lk.sum(0) * x).sum() - (rk.sum(0) * x).sum()))
+        radii.append(float(r))
+    return np.array(deltas), np.array(radii)
+
+
+def disparity_to_radius(disparity: np.ndarray) -> np.ndarray:
+    """Signed DP disparity (px) → signed CoC radius (px) through the kernel model's δ(r) (monotonic);
+    beyond the table (r > 40 px) extrapolated linearly."""
+    deltas, radii = _kernel_disparity_table()
+    a = np.abs(disparity)
+    slope = (radii[-1] - radii[-2]) / (deltas[-1] - deltas[-2])
+    r = np.where(a <= deltas[-1], np.interp(a, deltas, radii), radii[-1] + (a - deltas[-1]) * slope)
+    return (np.sign(disparity) * r).astype(np.float32)
+
+
+def detect_baseline(left: np.ndarray, right: np.ndarray, *, max_disparity: int = 6, window: int = 15) -> str:
+    """``"h"`` or ``"v"``: the axis along which shifting the right view explains the left view better
+    (mean over the image of the best-ZNCC gain over no shift). Views: float ``(H, W)`` gray."""
+    step = max(1, int(max(left.shape) // 512))  # decimate large views: the answer is global
+    lf, rt = left[::step, ::step], right[::step, ::step]
+    gains = {}
+    for axis, (a, b) in {"h": (lf, rt), "v": (lf.T.copy(), rt.T.copy())}.items():
+        _d, conf = dp_disparity(a, b, max_disparity=max(1, max_disparity // step), window=window)
+        gains[axis] = float(conf.mean())
+    log.info("baseline detection (mean confidence): h=%.4f v=%.4f", gains["h"], gains["v"])
+    return "h" if gains["h"] >= gains["v"] else "v"
+
+
+def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """He et al.'s guided filter (gray guide): edge-aware smoothing of ``src`` following ``guide``."""
+    w = 2 * radius + 1
+    mi, ms = _box(guide, w), _box(src, w)
+    cov = _box(guide * src, w) - mi * ms
+    var = _box(guide * guide, w) - mi * mi
+    a = cov / (var + eps)
+    b = ms - a * mi
+    return _box(a, w) * guide + _box(b, w)
+
+
+def propagate(values: np.ndarray, weight: np.ndarray, guide: np.ndarray, *, scale: float = 15.0) -> np.ndarray:
+    """Dense map from sparse/weighted estimates: multi-scale normalised convolution (Gaussian σ = scale·4^k,
+    the finest scale with enough weight wins), then a guided filter on ``guide`` (radius ≈ scale)."""
+    import cv2
+
+    v = np.asarray(values, np.float32)
+    w = np.asarray(weight, np.float32)
+    h, wd = v.shape
+    mean_w = float(w.mean()) + 1e-12
+    out = np.full_like(v, float((v * w).sum() / (w.sum() + 1e-12)))
+    sigma = scale
+    levels = []
+    while True:
+        num = cv2.GaussianBlur(v * w, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+        den = cv2.GaussianBlur(w, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+        levels.append((num, den))
+        if sigma > max(h, wd) or len(levels) >= 6:
+            break
+        sigma *= 4
+    for num, den in reversed(levels):  # coarse → fine: finer estimates overwrite where well supported
+        ok = den > 0.25 * mean_w
+        out = np.where(ok, num / np.maximum(den, 1e-12), out)
+    # keep confident pixels' own values, blend the rest
+    blend = np.clip(w / (w + 0.5 * mean_w), 0, 1)
+    out = blend * v + (1 - blend) * out
+    g = np.asarray(guide, np.float32)
+    gs = float(g.std()) or 1.0
+    return guided_filter(g / gs, out, max(1, int(round(scale))), 1e-2).astype(np.float32)
+
+
+def dp_radius_map(
+    left: np.ndarray, right: np.ndarray, *, max_disparity: int = 12, window: int = 15
+) -> np.ndarray:
+    """Signed CoC radius (px) ``(H, W)`` float32 from a DP pair with a **horizontal** baseline (transpose
+    both views for a vertical one). Views: float ``(H, W[, C])``, any scale. See the module docstring."""
+    lg, rg = to_gray(left), to_gray(right)
+    disp, conf = dp_disparity(lg, rg, max_disparity=max_disparity, window=window)
+    dense = propagate(disp, conf, 0.5 * (lg + rg), scale=float(window))
+    return disparity_to_radius(dense)
+
+
+def single_radius_map(image: np.ndarray, *, sigma0: float = 1.0, max_radius: float = 24.0) -> np.ndarray:
+    """Unsigned CoC radius (px) ``(H, W)`` float32 of one image by the edge re-blur gradient ratio.
+    Image: float ``(H, W[, C])`` in [0, 1]."""
+    import cv2
+
+    g = to_gray(image)
+    g8 = np.clip(np.round(g * 255), 0, 255).astype(np.uint8)
+    med = float(np.median(g8))
+    edges = cv2.Canny(g8, max(5.0, 0.33 * med), max(15.0, 0.66 * med + 10)) > 0
+
+    def grad(a: np.ndarray) -> np.ndarray:
+        gx = cv2.Sobel(a, cv2.CV_32F, 1, 0, ksize=3)
+        gy = cv2.Sobel(a, cv2.CV_32F, 0, 1, ksize=3)
+        return np.sqrt(gx * gx + gy * gy)
+
+    g0 = grad(g)
+    sig = np.zeros_like(g)
+    wsum = np.zeros_like(g)
+    for s0 in (sigma0, 2 * sigma0):  # two re-blur scales, averaged
+        g1 = grad(cv2.GaussianBlur(g, (0, 0), s0))
+        ratio = g0 / np.maximum(g1, 1e-6)
+        valid = edges & (ratio > 1.01)
+        s = np.where(valid, s0 / np.sqrt(np.maximum(ratio * ratio - 1.0, 1e-6)), 0.0)
+        s = np.clip(s, 0, max_radius / 2)
+        sig += s * valid
+        wsum += valid
+    valid = wsum > 0
+    sig = np.where(valid, sig / np.maximum(wsum, 1), 0.0).astype(np.float32)
+    weight = (valid * np.clip(g0 / (g0[valid].mean() if valid.any() else 1.0), 0, 1)).astype(np.float32)
+    if not valid.any():
+        log.warning("no edges found: the single-image map is flat (0 px)")
+        return np.zeros_like(g)
+    dense = propagate(sig, weight, g, scale=8.0)
+    return np.clip(2.0 * dense, 0.0, max_radius).astype(np.float32)

@@ -1,0 +1,302 @@
+"""DefocusGAN trainer (Zhai et al., AAAI 2023): the generator with annealed defocus-map guidance and the
+defocus-weighted WGAN-GP PatchGAN critic; ``defocus train defocusgan-map`` is dispatched to
+:mod:`defocus_cli.train.defocusgan_map`.
+
+Recipe (paper / official code → ours):
+
+* **guidance**: the generator's four branches are masked by the defocus map's blur buckets while the
+  curriculum counter is below 2·10⁴ (``w = exp(−(2·it/2e4)²)``), then plain sums (= inference). The map is the
+  map network's output officially; we use the synthetic ground-truth |CoC| (same role, no map-net cost), and
+  compress the curriculum so that it ends at ``anneal_steps`` of *our* steps: ``it = step · 2e4 / anneal_steps``.
+  Every step after that trains the inference path.
+* **losses**: ``0.5·L1 + w_perc·perceptual + w_adv·adversarial``. The paper's perceptual loss is the MSE of
+  VGG19 conv3_3 features (weight 0.006); VGG19 weights are not available, so the AlexNet LPIPS distance of the
+  shipped LPIPS weights is used (:class:`~defocus_cli.train.losses.PerceptualLoss`, weight ``w_perc``).
+  Adversarial: WGAN-GP (λ = 10) with the critic scores weighted by ``1 + 0.1·|CoC|`` (defocus adversarial loss);
+  the critic starts at ``critic_start`` and the generator's adversarial term (0.001) at ``adv_start`` — the
+  official code starts them after epochs 6 and 10 of 91; on CPU we pretrain with L1 (+ perceptual) first and
+  add the critic late.
+* Adam ``lr`` (official 2·10⁻⁴) for G and D, patches ``patch`` px (multiple of 16).
+
+The generator's output is a sigmoid (no residual), so unlike IFAN it starts far from the identity and needs
+many steps. Exports ``weights/defocusgan.safetensors`` (468 tensors, official layout) whenever the LFDOF
+centre-crop PSNR improves and beats the blurry input's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GANTrainConfig", "generator_loss", "train", "train_config", "config_from_options", "main"]
+
+ANNEAL_REFERENCE = 2e4
+"""The official curriculum length (iterations) that ``anneal_steps`` is mapped onto."""
+
+
+@dataclass
+class GANTrainConfig:
+    """Knobs of a DefocusGAN generator run (defaults: the CPU recipe of the shipped weights)."""
+
+    run: str = "runs/defocusgan"
+    cache: list[str] = field(default_factory=list)
+    photos: str | None = None
+    paired: str | None = None
+    patch: int = 96
+    batch: int = 2
+    lr: float = 3e-4
+    lr_d: float = 1e-4
+    anneal_steps: int = 300
+    w_l1: float = 0.5
+    w_perc: float = 0.05
+    w_adv: float = 1e-3
+    critic_start: int = 10**9
+    adv_start: int = 10**9
+    n_critic: int = 1
+    steps: int = 10**9
+    minutes: float = 60.0
+    val_root: str | None = None
+    val_every: int = 50
+    val_crop: int = 256
+    save_every_s: float = 240.0
+    export: str | None = "weights/defocusgan.safetensors"
+    export_margin_db: float = 0.0
+    threads: int = 1
+    seed: int = 0
+    init: str | None = None
+
+
+def curriculum_iter(step: int, anneal_steps: int) -> float:
+    """The generator's ``iter_num`` for our ``step``: the official 2·10⁴-iteration anneal squeezed into
+    ``anneal_steps`` steps (≥ 2·10⁴, i.e. the inference path, from then on)."""
+    return step * ANNEAL_REFERENCE / max(anneal_steps, 1)
+
+
+def generator_loss(out: torch.Tensor, b: dict[str, torch.Tensor], cfg: GANTrainConfig, perc: torch.nn.Module | None,
+                   critic: torch.nn.Module | None) -> tuple[torch.Tensor, dict[str, float]]:
+    """``w_l1·L1 + w_perc·perceptual + w_adv·defocus-weighted adversarial`` of ``out`` vs ``b["sharp"]``."""
+    from defocus_cli.train.losses import generator_adv_loss
+
+    y = b["sharp"]
+    l1 = F.l1_loss(out, y)
+    total = cfg.w_l1 * l1
+    logs = {"l1": l1.item()}
+    if perc is not None and cfg.w_perc > 0:
+        lp = perc(out, y)
+        total = total + cfg.w_perc * lp
+        logs["perc"] = lp.item()
+    if critic is not None and cfg.w_adv > 0:
+        la = generator_adv_loss(critic, out, b.get("coc"))
+        total = total + cfg.w_adv * la
+        logs["adv"] = la.item()
+    logs["psnr"] = -10.0 * math.log10(max(F.mse_loss(out.detach(), y).item(), 1e-10))
+    logs["psnr_in"] = -10.0 * math.log10(max(F.mse_loss(b["blur"], y).item(), 1e-10))
+    return total, logs
+
+
+def train(opts: Any) -> dict[str, Any]:
+    """Entry point of ``defocus train defocusgan`` / ``defocus train defocusgan-map`` (``opts``: a
+    :class:`defocus_cli.train.TrainOptions`, or a :class:`GANTrainConfig`)."""
+    if isinstance(opts, GANTrainConfig):
+        return train_config(opts)
+    if getattr(opts, "model", "") == "defocusgan-map":
+        from defocus_cli.train import defocusgan_map
+
+        summary = defocusgan_map.train_config(defocusgan_map_config(opts))
+        summary["steps"] = summary.pop("step")
+        summary["out"] = str(opts.resolved_out())
+        return summary
+    summary = train_config(config_from_options(opts))
+    summary["steps"] = summary.pop("step")
+    summary["out"] = str(opts.resolved_out())
+    return summary
+
+
+def _check_run_dir(opts: Any) -> Path:
+    from defocus_cli.errors import UsageError
+
+    run_dir = Path(opts.resolved_run_dir())
+    if (run_dir / "last.pt").exists() and not opts.resume:
+        raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or --run-dir NEW_DIR")
+    return run_dir
+
+
+def defocusgan_map_config(opts: Any) -> Any:
+    """:class:`~defocus_cli.train.defocusgan_map.MapTrainConfig` from generic ``TrainOptions`` (synthetic only)."""
+    from defocus_cli.errors import UsageError
+    from defocus_cli.train.defocusgan_map import MapTrainConfig
+
+    run_dir = _check_run_dir(opts)
+    if not opts.cache and not opts.synthetic:
+        raise UsageError("the defocus-map network trains on synthetic DP data only: pass --synthetic or --cache")
+    cfg = MapTrainConfig(run=str(run_dir), cache=[str(c) for c in opts.cache],
+                         photos=None if opts.cache else str(opts.data), patch=opts.patch - opts.patch % 16,
+                         batch=opts.batch, steps=opts.steps, minutes=1e9, export=str(opts.resolved_out()),
+                         threads=opts.threads or 0, seed=opts.seed, init=str(opts.init) if opts.init else None)
+    if opts.lr:
+        cfg.lr = opts.lr
+    for k, v in (opts.extra or {}).items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def config_from_options(opts: Any) -> GANTrainConfig:
+    """:class:`GANTrainConfig` from generic ``TrainOptions``; the critic joins at 60 % of the steps and the
+    adversarial term at 70 % (L1 + perceptual before)."""
+    run_dir = _check_run_dir(opts)
+    photos = paired = None
+    if not opts.cache and opts.data is not None:
+        photos, paired = (str(opts.data), None) if opts.synthetic else (None, str(opts.data))
+    cfg = GANTrainConfig(
+        run=str(run_dir), cache=[str(c) for c in opts.cache], photos=photos, paired=paired,
+        patch=opts.patch - opts.patch % 16, batch=opts.batch, steps=opts.steps, minutes=1e9,
+        anneal_steps=max(1, opts.steps // 5), critic_start=int(opts.steps * 0.6), adv_start=int(opts.steps * 0.7),
+        val_root=str(opts.val) if opts.val else None, val_every=opts.val_every, export=str(opts.resolved_out()),
+        threads=opts.threads or 0, seed=opts.seed, init=str(opts.init) if opts.init else None,
+    )
+    if opts.lr:
+        cfg.lr = opts.lr
+    for k, v in (opts.extra or {}).items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def train_config(cfg: GANTrainConfig) -> dict[str, Any]:
+    """Run (or resume) a DefocusGAN generator run; returns ``{"step", "best_val_psnr", "seconds"}``."""
+    from defocus_cli.archs.defocusgan import DefocusGAN
+    from defocus_cli.archs.defocusgan_disc import PatchDiscriminator
+    from defocus_cli.train.common import (JsonlLogger, RunDir, StopFlag, export_safetensors, setup_torch,
+                                          validate_lfdof)
+    from defocus_cli.train.losses import PerceptualLoss, critic_loss_wgan_gp
+    from defocus_cli.train.sources import batch_stream
+
+    setup_torch(cfg.threads, cfg.seed)
+    run = RunDir(cfg.run, save_every_s=cfg.save_every_s)
+    logger = JsonlLogger(run.log_path)
+    gen, critic = DefocusGAN(), PatchDiscriminator()
+    opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr)
+    opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.lr_d, betas=(0.5, 0.9))
+    perc = PerceptualLoss("lpips") if cfg.w_perc > 0 else None
+    step, best = 0, -math.inf
+    state = run.load_last()
+    if state is not None:
+        gen.load_state_dict(state["model"])
+        critic.load_state_dict(state["critic"])
+        opt_g.load_state_dict(state["optim"])
+        opt_d.load_state_dict(state["optim_d"])
+        step, best = int(state["step"]), float(state.get("best", -math.inf))
+        log.info("resumed %s at step %d (best val %.3f dB)", cfg.run, step, best)
+    elif cfg.init:
+        from safetensors.torch import load_file
+
+        gen.load_state_dict({k: v.float() for k, v in load_file(cfg.init).items()})
+    for g in opt_g.param_groups:
+        g["lr"] = cfg.lr
+    stream = batch_stream(cache=cfg.cache, photos=cfg.photos, paired=cfg.paired, patch=cfg.patch,
+                          batch=cfg.batch, seed=cfg.seed, start=step)
+    stop = StopFlag()
+    t0 = time.monotonic()
+    t_end = t0 + cfg.minutes * 60.0
+
+    def checkpoint(is_best: bool = False) -> None:
+        run.save({"model": gen.state_dict(), "critic": critic.state_dict(), "optim": opt_g.state_dict(),
+                  "optim_d": opt_d.state_dict(), "step": step, "best": best, "config": str(asdict(cfg))},
+                 best=is_best)
+
+    def validate() -> None:
+        nonlocal best
+        if not cfg.val_root:
+            return
+        v = validate_lfdof(gen, cfg.val_root, crop=cfg.val_crop)
+        logger.log(step=step, kind="val", **v)
+        log.info("step %d: LFDOF crop %.3f dB (input %.3f)", step, v["val_psnr"], v["input_psnr"])
+        improved = v["val_psnr"] > best
+        if improved:
+            best = v["val_psnr"]
+        checkpoint(is_best=improved)
+        if improved and cfg.export and v["val_psnr"] > v["input_psnr"] + cfg.export_margin_db:
+            export_safetensors(gen, cfg.export, arch="defocusgan", steps=step,
+                               notes=f"LFDOF centre-crop {cfg.val_crop}px val {v['val_psnr']:.3f} dB "
+                                     f"(input {v['input_psnr']:.3f})")
+
+    gen.train()
+    while step < cfg.steps and time.monotonic() < t_end and not stop.is_set:
+        b = next(stream)
+        ts = time.monotonic()
+        guide = b["coc"].abs() if "coc" in b else torch.zeros_like(b["blur"][:, :1])
+        it = curriculum_iter(step, cfg.anneal_steps) if "coc" in b else ANNEAL_REFERENCE
+        out = gen.forward_train(b["blur"], guide, iter_num=it)
+        logs: dict[str, float] = {}
+        if step >= cfg.critic_start:
+            for _ in range(cfg.n_critic):
+                ld, dlogs = critic_loss_wgan_gp(critic, b["sharp"], out.detach(), b.get("coc"))
+                opt_d.zero_grad(set_to_none=True)
+                ld.backward()
+                opt_d.step()
+            logs.update({"critic": ld.item(), **dlogs})
+        use_adv = step >= cfg.adv_start
+        if use_adv:
+            critic.requires_grad_(False)
+        loss, glogs = generator_loss(out, b, cfg, perc, critic if use_adv else None)
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(gen.parameters(), 1.0)
+        opt_g.step()
+        if use_adv:
+            critic.requires_grad_(True)
+        step += 1
+        logger.log(step=step, kind="train", loss=loss.item(), iter_num=it, seconds=round(time.monotonic() - ts, 3),
+                   **glogs, **logs)
+        if step % cfg.val_every == 0 and it >= ANNEAL_REFERENCE:
+            validate()
+        elif run.due():
+            checkpoint()
+    checkpoint()
+    return {"step": step, "best_val_psnr": best, "seconds": time.monotonic() - t0}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line for background runs: ``python -m defocus_cli.train.defocusgan [--map] --run DIR ...``."""
+    p = argparse.ArgumentParser(description="Train the DefocusGAN generator (or, with --map, its map network).")
+    p.add_argument("--map", action="store_true", help="train the DP defocus-map network instead")
+    p.add_argument("--run", default=None)
+    p.add_argument("--cache", nargs="*", default=[])
+    p.add_argument("--photos", default=None)
+    p.add_argument("--export", default=None)
+    p.add_argument("--val-root", default=None)
+    p.add_argument("--set", nargs="*", default=[], help="KEY=VALUE overrides of the config fields")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if a.map:
+        from defocus_cli.train.defocusgan_map import MapTrainConfig
+        from defocus_cli.train.defocusgan_map import train_config as run_map
+
+        cfg: Any = MapTrainConfig(cache=a.cache, photos=a.photos)
+    else:
+        cfg = GANTrainConfig(cache=a.cache, photos=a.photos, val_root=a.val_root)
+    if a.run:
+        cfg.run = a.run
+    if a.export is not None:
+        cfg.export = a.export or None
+    for kv in a.set:
+        k, _, v = kv.partition("=")
+        cur = getattr(cfg, k)
+        setattr(cfg, k, type(cur)(v) if cur is not None else v)
+    summary = run_map(cfg) if a.map else train_config(cfg)
+    log.info("done: %s", summary)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

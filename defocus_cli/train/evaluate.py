@@ -1,0 +1,161 @@
+"""Scores and figures for the model cards of trained weights (IFAN, DefocusGAN, the DP defocus-map net).
+
+``python -m defocus_cli.train.evaluate --arch ifan --weights weights/ifan.safetensors --json out.json
+[--lfdof DIR] [--synthetic PHOTOS] [--figure weights/figures/ifan.png --real DIR]``
+
+* LFDOF (real pairs): PSNR / SSIM / LPIPS (AlexNet v0.1) of the output, next to the blurry input's; whole
+  images, the output rounded to 8 bits as if saved (:mod:`defocus_cli.metrics`, :mod:`defocus_cli.lpips`).
+* Synthetic test set: :func:`defocus_cli.data.synthetic_test_set` (seeded, held-out photos): the same three
+  metrics for deblurring models; for the map network the mean absolute signed-CoC error (px), the error of
+  the magnitude, and the sign accuracy where ``|CoC| ≥ 1`` px.
+* Figure: before/after pairs of real defocused photos without ground truth (input left, output right).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+__all__ = ["load_trained", "score_lfdof", "score_synthetic", "score_map", "before_after_figure", "main"]
+
+
+def load_trained(arch: str, path: str | Path) -> torch.nn.Module:
+    """Instantiate ``arch`` (a :data:`defocus_cli.registry.ARCHS` key) and load a safetensors file (float32, eval)."""
+    from safetensors.torch import load_file
+
+    from defocus_cli.registry import load_class
+
+    model = load_class(arch)()
+    model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()}, strict=True)
+    return model.eval()
+
+
+def _to_t(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float()
+
+
+def _to_np(t: torch.Tensor) -> np.ndarray:
+    return t[0].clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+@torch.inference_mode()
+def score_lfdof(model: torch.nn.Module, root: str | Path) -> dict[str, Any]:
+    """Whole-image scores on the LFDOF pairs: means of per-image PSNR/SSIM/LPIPS for output and input."""
+    from defocus_cli import metrics
+    from defocus_cli.data import lfdof_pairs
+    from defocus_cli.lpips import load_lpips
+
+    lp = load_lpips()
+    rows = []
+    for name, inp, tgt in lfdof_pairs(root):
+        out = np.round(_to_np(model(_to_t(inp))) * 255) / 255
+        rows.append({"name": name, "psnr": metrics.psnr(out, tgt), "ssim": metrics.ssim(out, tgt),
+                     "lpips": float(lp(_to_t(out), _to_t(tgt))[0]), "input_psnr": metrics.psnr(inp, tgt),
+                     "input_ssim": metrics.ssim(inp, tgt), "input_lpips": float(lp(_to_t(inp), _to_t(tgt))[0])})
+    keys = ("psnr", "ssim", "lpips", "input_psnr", "input_ssim", "input_lpips")
+    return {"mean": {k: float(np.mean([r[k] for r in rows])) for k in keys}, "images": rows}
+
+
+@torch.inference_mode()
+def score_synthetic(model: torch.nn.Module, test: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Mean PSNR/SSIM/LPIPS of ``model(test["blur"])`` vs ``test["sharp"]`` (and of the blurred input)."""
+    from defocus_cli import metrics
+    from defocus_cli.lpips import load_lpips
+
+    lp = load_lpips()
+    acc: dict[str, list[float]] = {k: [] for k in ("psnr", "ssim", "lpips", "input_psnr", "input_ssim",
+                                                  "input_lpips")}
+    for i in range(test["blur"].shape[0]):
+        x, y = test["blur"][i:i + 1], test["sharp"][i:i + 1]
+        out = torch.from_numpy(np.round(_to_np(model(x)) * 255) / 255).permute(2, 0, 1)[None].float()
+        for pre, im in (("", out), ("input_", x)):
+            acc[pre + "psnr"].append(metrics.psnr(_to_np(im), _to_np(y)))
+            acc[pre + "ssim"].append(metrics.ssim(_to_np(im), _to_np(y)))
+            acc[pre + "lpips"].append(float(lp(im, y)[0]))
+    return {k: float(np.mean(v)) for k, v in acc.items()} | {"n": int(test["blur"].shape[0])}
+
+
+def score_map(model: torch.nn.Module, test: dict[str, torch.Tensor]) -> dict[str, float]:
+    """CoC errors of a map network on the synthetic test set (see :func:`defocus_cli.train.defocusgan_map.coc_error`)."""
+    from defocus_cli.train.defocusgan_map import coc_error
+
+    return coc_error(model, test, chunk=2) | {"n": int(test["coc"].shape[0])}
+
+
+@torch.inference_mode()
+def before_after_figure(model: torch.nn.Module, images: Sequence[str | Path], out: str | Path,
+                        crop: int = 320) -> Path:
+    """Write a PNG with one row per image: a centre ``crop`` of the input (left) and of the output (right),
+    computed on the whole image."""
+    import cv2
+
+    from defocus_cli.data import read_image
+
+    rows = []
+    for p in images:
+        img = read_image(p)
+        res = _to_np(model(_to_t(img)))
+        h, w = img.shape[:2]
+        c = min(crop, h, w)
+        y, x = (h - c) // 2, (w - c) // 2
+        pair = np.concatenate([img[y:y + c, x:x + c], np.ones((c, 8, 3), np.float32), res[y:y + c, x:x + c]], 1)
+        rows.append(pair)
+        rows.append(np.ones((8, pair.shape[1], 3), np.float32))
+    fig = np.concatenate(rows[:-1], 0)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), (np.clip(fig[:, :, ::-1], 0, 1) * 255 + 0.5).astype(np.uint8))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Score trained weights for a model card.")
+    p.add_argument("--arch", required=True, choices=("ifan", "defocusgan", "defocusgan-map", "sftnet"))
+    p.add_argument("--weights", required=True)
+    p.add_argument("--json", required=True)
+    p.add_argument("--lfdof", default=None)
+    p.add_argument("--synthetic", default=None, help="folder of sharp photos (held-out split is used)")
+    p.add_argument("--syn-n", type=int, default=32)
+    p.add_argument("--syn-patch", type=int, default=256)
+    p.add_argument("--figure", default=None)
+    p.add_argument("--real", nargs="*", default=[])
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(a.threads)
+    from defocus_cli.train.common import setup_torch
+
+    setup_torch(a.threads)
+    model = load_trained(a.arch, a.weights)
+    res: dict[str, Any] = {"arch": a.arch, "weights": a.weights}
+    t0 = time.time()
+    if a.synthetic:
+        from defocus_cli.data import synthetic_test_set
+
+        test = synthetic_test_set(n=a.syn_n, seed=1234, patch=a.syn_patch, photos=a.synthetic)
+        res["synthetic"] = score_map(model, test) if a.arch == "defocusgan-map" else score_synthetic(model, test)
+        res["synthetic"].update({"seed": 1234, "patch": a.syn_patch})
+        log.info("synthetic: %s", res["synthetic"])
+    if a.lfdof and a.arch != "defocusgan-map":
+        res["lfdof"] = score_lfdof(model, a.lfdof)
+        log.info("lfdof: %s", res["lfdof"]["mean"])
+    if a.figure and a.real and a.arch != "defocusgan-map":
+        before_after_figure(model, a.real, a.figure)
+    res["seconds"] = round(time.time() - t0, 1)
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.json).write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,216 @@
+"""Batch machinery: input expansion, output naming, mapping checks, error isolation, atomic writes, JSON."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import smooth_rgb
+from defocus_cli.batch import (
+    BatchOptions,
+    finish,
+    json_document,
+    plan_batch,
+    run_batch,
+    scan_folder,
+    summary_line,
+)
+from defocus_cli.errors import DeviceError, UsageError
+from defocus_cli.photo_io import Photo
+
+
+def _img(path: Path, h: int = 6, w: int = 8, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".webp": "WEBP"}[path.suffix.lower()]
+    Image.fromarray(smooth_rgb(h, w, seed)).save(path, fmt)
+    return path
+
+
+def _plan(inputs: list[Path | str], **kw: object) -> list:
+    return plan_batch([str(i) for i in inputs], BatchOptions(**kw), stdin_is_tty=False, stdout_is_tty=False)
+
+
+def _invert(photo: Photo) -> np.ndarray:
+    return 1.0 - photo.pixels
+
+
+def test_default_names_next_to_inputs_keep_extension(tmp_path: Path) -> None:
+    a, b = _img(tmp_path / "a.JPG"), _img(tmp_path / "sub" / "b.png")
+    items = _plan([a, b])
+    assert [i.output for i in items] == [tmp_path / "a_sharp.JPG", tmp_path / "sub" / "b_sharp.png"]
+    assert [i.fmt for i in items] == ["jpeg", "png"]
+
+
+def test_suffix_and_format_change_names(tmp_path: Path) -> None:
+    a = _img(tmp_path / "a.jpg")
+    (item,) = _plan([a], suffix="-x", fmt="tif")
+    assert item.output == tmp_path / "a-x.tif" and item.fmt == "tiff"
+
+
+def test_folder_output_mirrors_tree_without_suffix(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    _img(src / "x.png"), _img(src / "d" / "y.jpg"), _img(src / "d" / "e" / "z.webp")
+    items = _plan([src], output=str(tmp_path / "out"), recursive=True)
+    assert sorted(str(i.output.relative_to(tmp_path / "out")) for i in items) == ["d/e/z.webp", "d/y.jpg", "x.png"]
+    flat = _plan([src], output=str(tmp_path / "out2"))
+    assert [i.output.name for i in flat] == ["x.png"]
+
+
+def test_output_file_for_one_input_and_format_from_extension(tmp_path: Path) -> None:
+    (item,) = _plan([_img(tmp_path / "a.jpg")], output=str(tmp_path / "r.png"))
+    assert item.output == tmp_path / "r.png" and item.fmt == "png"
+
+
+def test_output_file_with_several_inputs_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="names one file"):
+        _plan([_img(tmp_path / "a.jpg"), _img(tmp_path / "b.jpg")], output=str(tmp_path / "r.png"))
+
+
+def test_conflicting_format_and_extension(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--format"):
+        _plan([_img(tmp_path / "a.jpg")], output=str(tmp_path / "r.png"), fmt="jpg")
+
+
+def test_stdout_needs_format_and_no_terminal(tmp_path: Path) -> None:
+    a = _img(tmp_path / "a.jpg")
+    with pytest.raises(UsageError, match="--format"):
+        _plan([a], output="-")
+    (item,) = _plan([a], output="-", fmt="png")
+    assert item.stdout and item.output_label == "-"
+    with pytest.raises(UsageError, match="terminal"):
+        plan_batch([str(a)], BatchOptions(output="-", fmt="png"), stdout_is_tty=True)
+
+
+def test_stdin_rules() -> None:
+    (item,) = _plan(["-"], fmt="png")
+    assert item.input is None and item.stdout
+    with pytest.raises(UsageError, match="only once"):
+        _plan(["-", "-"], fmt="png")
+    with pytest.raises(UsageError, match="terminal"):
+        plan_batch(["-"], BatchOptions(fmt="png"), stdin_is_tty=True, stdout_is_tty=False)
+
+
+def test_collisions_are_refused_before_any_work(tmp_path: Path) -> None:
+    a, b = _img(tmp_path / "a.jpg"), _img(tmp_path / "a.png")
+    with pytest.raises(UsageError, match="both be written"):
+        _plan([a, b], fmt="png")
+    with pytest.raises(UsageError, match="both be written"):  # same name in two input folders, flat output
+        _img(tmp_path / "f1" / "p.jpg"), _img(tmp_path / "f2" / "p.jpg")
+        _plan([tmp_path / "f1", tmp_path / "f2"], output=str(tmp_path / "out"))
+
+
+def test_output_replacing_an_input_is_refused(tmp_path: Path) -> None:
+    a = _img(tmp_path / "a.jpg")
+    with pytest.raises(UsageError, match="replace input"):
+        _plan([a], output=str(a))
+    with pytest.raises(UsageError, match="replace input"):
+        _plan([a], suffix="")
+    b = _img(tmp_path / "b.jpg")
+    with pytest.raises(UsageError, match="replace input"):
+        _plan([b, _img(tmp_path / "b_sharp.jpg")])
+
+
+def test_existing_outputs_refused_skipped_or_overwritten(tmp_path: Path) -> None:
+    a = _img(tmp_path / "a.jpg")
+    (tmp_path / "a_sharp.jpg").write_bytes(b"old")
+    with pytest.raises(UsageError, match="--overwrite"):
+        _plan([a])
+    (item,) = _plan([a], existing="skip")
+    assert item.status == "skipped"
+    (item,) = _plan([a], existing="overwrite")
+    assert item.status == "pending"
+
+
+def test_missing_input_and_empty_folder_are_item_errors(tmp_path: Path) -> None:
+    (tmp_path / "empty.png").mkdir()
+    items = _plan([tmp_path / "nope.jpg", tmp_path / "empty.png", _img(tmp_path / "ok.jpg")])
+    assert [(i.status, i.error is not None) for i in items] == [("error", True), ("error", True), ("pending", False)]
+    assert "no such file" in items[0].error and "no .jpg" in items[1].error
+
+
+def test_scan_is_natural_order_and_skips_hidden_and_earlier_outputs(tmp_path: Path) -> None:
+    for n in ("img10.jpg", "img2.jpg", "img1.jpg", ".hidden.jpg", "notes.txt", "img1_sharp.jpg"):
+        (tmp_path / n).write_bytes(b"x")
+    assert [p.name for p in scan_folder(tmp_path, False)] == ["img1.jpg", "img1_sharp.jpg", "img2.jpg", "img10.jpg"]
+    items = _plan([tmp_path], existing="skip")
+    assert [i.input.name for i in items] == ["img1.jpg", "img2.jpg", "img10.jpg"]
+    assert [i.status for i in items] == ["skipped", "pending", "pending"]
+
+
+def test_output_folder_inside_input_is_not_scanned(tmp_path: Path) -> None:
+    _img(tmp_path / "a.jpg"), _img(tmp_path / "out" / "a.jpg")
+    items = _plan([tmp_path], output=str(tmp_path / "out"), recursive=True, existing="overwrite")
+    assert [i.input.name for i in items] == ["a.jpg"]
+
+
+def test_run_batch_isolates_a_bad_file_and_writes_the_good_one(tmp_path: Path) -> None:
+    good = _img(tmp_path / "good.png")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    opts = BatchOptions(output=str(tmp_path / "out"))
+    items = plan_batch([str(good), str(bad)], opts, stdin_is_tty=False, stdout_is_tty=False)
+    result = run_batch(items, _invert, opts)
+    assert result.exit_code == 1
+    assert [i.status for i in result.items] == ["ok", "error"]
+    out = np.asarray(Image.open(tmp_path / "out" / "good.png"))
+    np.testing.assert_array_equal(out, 255 - smooth_rgb(6, 8))
+    assert not (tmp_path / "out" / "bad.png").exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.png"]  # no temp files left
+    doc = json_document(result, {"model": "m"})
+    assert doc["model"] == "m" and doc["summary"] == {"ok": 1, "skipped": 0, "error": 1,
+                                                      "seconds": doc["summary"]["seconds"]}
+    assert doc["items"][1]["status"] == "error" and "not a readable image" in doc["items"][1]["error"]
+    assert "1 written, 1 failed" in summary_line(result)
+
+
+def test_run_batch_process_exception_is_reported_not_raised(tmp_path: Path) -> None:
+    a, b = _img(tmp_path / "a.png"), _img(tmp_path / "b.png", seed=3)
+    opts = BatchOptions()
+    calls: list[str] = []
+
+    def process(photo: Photo) -> np.ndarray:
+        calls.append(photo.name)
+        if photo.source == a:
+            raise ValueError("boom")
+        return photo.pixels
+
+    result = run_batch(plan_batch([str(a), str(b)], opts, stdout_is_tty=False), process, opts)
+    assert [i.status for i in result.items] == ["error", "ok"] and result.items[0].error == "ValueError: boom"
+    assert len(calls) == 2 and (tmp_path / "b_sharp.png").exists() and not (tmp_path / "a_sharp.png").exists()
+
+
+def test_engine_wide_errors_stop_the_batch(tmp_path: Path) -> None:
+    a = _img(tmp_path / "a.png")
+    opts = BatchOptions()
+
+    def process(photo: Photo) -> np.ndarray:
+        raise DeviceError("cuda:3 is not available")
+
+    with pytest.raises(DeviceError):
+        run_batch(plan_batch([str(a)], opts, stdout_is_tty=False), process, opts)
+
+
+def test_stdin_to_stdout_bytes(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(smooth_rgb(5, 5)).save(buf, "PNG")
+    out: list[bytes] = []
+    opts = BatchOptions(output="-", fmt="png")
+    items = plan_batch(["-"], opts, stdin_is_tty=False, stdout_is_tty=False)
+    result = run_batch(items, _invert, opts, read_stdin=lambda: buf.getvalue(), write_stdout=out.append)
+    assert result.exit_code == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(out[0]))), 255 - smooth_rgb(5, 5))
+
+
+def test_finish_prints_json_on_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = _img(tmp_path / "a.png")
+    opts = BatchOptions()
+    result = run_batch(plan_batch([str(a)], opts, stdout_is_tty=False), _invert, opts)
+    assert finish(result, header={"device": "cpu"}, as_json=True) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["device"] == "cpu" and doc["items"][0]["output"] == str(tmp_path / "a_sharp.png")
+    assert doc["items"][0]["status"] == "ok" and doc["items"][0]["seconds"] >= 0

@@ -1,0 +1,107 @@
+"""The command surface: fast ``--help``/``--version`` without torch, ``python -m defocus_cli``, help texts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from defocus_cli import __version__
+
+HEAVY = ("torch", "numpy", "cv2", "PIL", "safetensors", "huggingface_hub")
+ENV = {**os.environ, "NO_COLOR": "1", "COLUMNS": "100"}
+
+
+def _probe(argv: list[str]) -> list[str]:
+    """Run the app in a fresh interpreter with ``argv``; return the heavy modules it imported."""
+    code = (
+        "import sys\n"
+        "from defocus_cli.cli import app\n"
+        "try:\n"
+        f"    app({argv!r}, prog_name='defocus')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print('HEAVY=' + ','.join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
+    line = [ln for ln in r.stderr.splitlines() if ln.startswith("HEAVY=")]
+    assert line, r.stderr
+    return [m for m in line[-1][len("HEAVY="):].split(",") if m]
+
+
+def test_importing_the_cli_does_not_import_torch() -> None:
+    code = "import sys, defocus_cli.cli; print(','.join(m for m in %r if m in sys.modules))" % (HEAVY,)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["deblur", "--help"]])
+def test_help_and_version_import_no_heavy_library(argv: list[str]) -> None:
+    assert _probe(argv) == []
+
+
+def test_help_is_fast() -> None:
+    """``defocus --help`` under 0.5 s: CPU time of the child (wall time is unreliable on a shared
+    2-core machine; the best of three runs is taken)."""
+    best_cpu = best_wall = float("inf")
+    for _ in range(3):
+        before = os.times()
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "defocus_cli", "--help"], capture_output=True, env=ENV, timeout=60)
+        wall = time.perf_counter() - t0
+        after = os.times()
+        assert r.returncode == 0
+        cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+        best_cpu, best_wall = min(best_cpu, cpu), min(best_wall, wall)
+    assert best_cpu < 0.5, f"defocus --help took {best_cpu:.2f} s CPU ({best_wall:.2f} s wall)"
+
+
+def test_python_dash_m_version() -> None:
+    r = subprocess.run([sys.executable, "-m", "defocus_cli", "--version"], capture_output=True, text=True, env=ENV,
+                       timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == f"defocus {__version__}"
+
+
+def test_deblur_help_lists_the_contract_options() -> None:
+    from typer.testing import CliRunner
+
+    from defocus_cli.cli import app
+
+    r = CliRunner().invoke(app, ["deblur", "--help"], env={"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"})
+    assert r.exit_code == 0
+    for opt in ("--output", "--model", "--weights", "--device", "--precision", "--tile", "--overlap", "--recursive",
+                "--suffix", "--format", "--quality", "--overwrite", "--skip-existing", "--strip-metadata", "--json",
+                "--quiet", "--verbose", "--max-pixels"):
+        assert opt in r.stdout, opt
+
+
+def test_no_arguments_shows_usage_with_exit_2() -> None:
+    from typer.testing import CliRunner
+
+    from defocus_cli.cli import app
+
+    r = CliRunner().invoke(app, ["deblur"])
+    assert r.exit_code == 2
+
+
+def test_readme_commands_match_ci() -> None:
+    """The README's two set-up commands and .ci/run must not drift apart."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Two commands", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)\n```", section, flags=re.S)
+    assert len(blocks) == 2, blocks
+    install_and_deblur, test_cmd = blocks[0].strip(), blocks[1].strip()
+    install, _, deblur = install_and_deblur.partition(" && defocus deblur ")
+    assert deblur.startswith("examples/") and (root / deblur.split()[0]).is_file()
+    ci_lines = [ln.strip() for ln in (root / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
+    assert install in ci_lines
+    assert test_cmd in ci_lines
+    assert "defocus deblur " + deblur in ci_lines

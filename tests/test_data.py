@@ -1,0 +1,167 @@
+"""Synthetic dual-pixel defocus data, patch cache and paired folders (defocus_cli.data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import SHARED, needs_shared
+from defocus_cli.data import (
+    PairedFolder,
+    PatchCache,
+    SynthParams,
+    SyntheticDP,
+    dp_kernels,
+    lfdof_pairs,
+    make_patch_cache,
+    photo_split,
+    synthesize,
+)
+from defocus_cli.data.kernels import kernel_size
+from defocus_cli.data.synth import layered_dp_blur, margin_for
+from defocus_cli.errors import InputError
+
+
+def _texture(seed: int, h: int, w: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.random((h, w, 3)).astype(np.float32), (0, 0), 1.0)
+    return (img - img.min()) / (img.max() - img.min())
+
+
+def _write(path: Path, rgb01: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), (rgb01[:, :, ::-1] * 255 + 0.5).astype(np.uint8))
+    return path
+
+
+@pytest.fixture()
+def photos(tmp_path: Path) -> Path:
+    for i in range(10):
+        _write(tmp_path / "photos" / f"p{i}.png", _texture(i, 90, 120))
+    return tmp_path / "photos"
+
+
+@pytest.mark.parametrize("coc", [1, 3, 7, -5])
+def test_kernels_normalised_sized_and_mirrored(coc: int) -> None:
+    c, left, right = dp_kernels(coc, order=3, cutoff_factor=2.5, beta=0.1)
+    assert c.shape == left.shape == right.shape == (kernel_size(coc),) * 2
+    for k in (c, left, right):
+        assert k.min() >= 0 and abs(k.sum() - 1) < 1e-9
+    np.testing.assert_allclose(right, np.flip(left, (0, 1)), atol=1e-12)
+    # the left kernel's mass sits right of centre behind the focus, left of it in front (views swap)
+    cols = np.arange(c.shape[1]) - c.shape[1] // 2
+    centroid = float((left.sum(0) * cols).sum())
+    assert (centroid > 0) == (coc > 0)
+
+
+def test_kernel_zero_is_identity() -> None:
+    for k in dp_kernels(0):
+        assert k.shape == (1, 1) and k[0, 0] == 1.0
+
+
+def test_butterworth_rim_brighter_than_centre() -> None:
+    c, _, _ = dp_kernels(9, order=6, cutoff_factor=2.5, beta=0.1)
+    mid = c.shape[0] // 2
+    assert c[mid, mid] < c[mid, mid + 7]
+
+
+def test_layered_blur_identity_and_flat_field() -> None:
+    img = torch.from_numpy(_texture(1, 48, 48)).permute(2, 0, 1).contiguous()
+    views = layered_dp_blur(img, torch.zeros(48, 48), 3, 2.5, 0.1)
+    for v in views:
+        torch.testing.assert_close(v, img, atol=1e-5, rtol=0)
+    flat = torch.full((3, 48, 48), 0.4)
+    coc = torch.linspace(-4, 4, 48)[None].expand(48, 48).contiguous()
+    torch.testing.assert_close(layered_dp_blur(flat, coc, 6, 2.0, 0.2), torch.full((3, 3, 48, 48), 0.4),
+                               atol=1e-4, rtol=0)
+
+
+def test_dual_pixel_views_shift_in_opposite_directions() -> None:
+    img = torch.zeros(3, 64, 64)
+    img[:, :, 32:] = 1.0  # vertical edge
+    for coc_val in (5.0, -5.0):
+        v = layered_dp_blur(img, torch.full((64, 64), coc_val), 3, 2.5, 0.1)
+        row = v[:, 0, 32]  # (views, W)
+        half = [int((r[16:48] < 0.5).sum()) for r in row]  # edge position per view (away from the wrap)
+        assert half[1] != half[2]
+        assert (half[1] > half[2]) == (coc_val > 0) or (half[1] < half[2]) == (coc_val < 0)
+        assert min(half[1], half[2]) <= half[0] <= max(half[1], half[2])
+
+
+def test_synthesize_shapes_ranges_and_sign(photos: Path) -> None:
+    img = torch.from_numpy(_texture(3, 80, 80)).permute(2, 0, 1)
+    m = margin_for(6.0)
+    crop = torch.nn.functional.pad(img[None], (m, m, m, m), mode="reflect")[0][:, :64 + 2 * m, :64 + 2 * m]
+    s = synthesize(crop, m, np.random.default_rng(0), SynthParams(max_coc=6.0))
+    for k in ("blur", "left", "right", "sharp"):
+        assert s[k].shape == (3, 64, 64) and s[k].dtype == torch.float32
+        assert float(s[k].min()) >= 0 and float(s[k].max()) <= 1
+    assert s["coc"].shape == (1, 64, 64)
+    assert float(s["coc"].abs().max()) <= 6.0 + 1e-4
+
+
+def test_synthetic_dataset_is_deterministic(photos: Path) -> None:
+    ds = SyntheticDP(photos, patch=40, seed=5, split="all", coc_scale=2.0)
+    a, b = ds[7], ds[7]
+    for k in a:
+        assert torch.equal(a[k], b[k])
+    c = ds[8]
+    assert not torch.equal(a["blur"], c["blur"])
+    assert float((a["blur"] - a["sharp"]).abs().mean()) > 0
+
+
+def test_photo_split_is_seeded_and_disjoint(photos: Path) -> None:
+    train, test = photo_split(photos)
+    assert len(test) == 1 and len(train) == 9
+    assert not set(train) & set(test)
+    assert photo_split(photos) == (train, test)
+
+
+def test_patch_cache_round_trip_and_lr_swap(photos: Path, tmp_path: Path) -> None:
+    out = make_patch_cache(tmp_path / "c.pt", 3, patch=32, seed=1, photos=photos, split="all", coc_scale=2.0)
+    raw = torch.load(out, weights_only=True)
+    assert raw["blur"].dtype == torch.uint8 and raw["blur"].shape == (3, 3, 32, 32)
+    assert raw["coc"].dtype == torch.float16
+    ref = SyntheticDP(photos, patch=32, seed=1, split="all", coc_scale=2.0)[1]
+    plain = PatchCache(out, augment=False)[1]
+    assert float((plain["blur"] - ref["blur"]).abs().max()) <= 1 / 255 + 1e-6
+    ds = PatchCache(out, augment=True, seed=0)
+    for _ in range(20):  # a horizontal flip must swap the views
+        s = ds[0]
+        if torch.allclose(s["sharp"], plain_0 := PatchCache(out, augment=False)[0]["sharp"]):
+            continue
+        if torch.allclose(s["sharp"], plain_0.flip(-1)):
+            assert torch.allclose(s["left"], PatchCache(out, augment=False)[0]["right"].flip(-1))
+            break
+    assert PatchCache(out, crop=16).batch([0, 2])["blur"].shape == (2, 3, 16, 16)
+
+
+def test_paired_folder_and_lfdof_pairs(tmp_path: Path) -> None:
+    root = tmp_path / "pairs"
+    for n in ("a", "b"):
+        _write(root / "input" / f"{n}.png", _texture(1, 20, 30))
+        _write(root / "target" / f"{n}.png", _texture(2, 20, 30))
+        _write(root / "left" / f"{n}.png", _texture(3, 20, 30))
+        _write(root / "right" / f"{n}.png", _texture(4, 20, 30))
+    _write(root / "input" / "orphan.png", _texture(5, 20, 30))
+    ds = PairedFolder(root)
+    assert len(ds) == 2
+    it = ds[0]
+    assert it["name"] == "a" and set(it) == {"blur", "sharp", "left", "right", "name"}
+    assert it["blur"].shape == (3, 20, 30)
+    assert PairedFolder(root, patch=16)[1]["sharp"].shape == (3, 16, 16)
+    pairs = lfdof_pairs(root)
+    assert [p[0] for p in pairs] == ["a", "b"] and pairs[0][1].shape == (20, 30, 3)
+    with pytest.raises(InputError):
+        PairedFolder(tmp_path / "photos_missing")
+
+
+@needs_shared
+def test_shared_photos_hold_out_ten_percent() -> None:
+    train, test = photo_split(SHARED / "data" / "sharp")
+    assert len(test) == round(0.1 * (len(train) + len(test)))
+    assert len(train) + len(test) >= 300

@@ -1,0 +1,96 @@
+"""SFT-net engine: contract (shape, range, odd sizes), documented size, decomposed SFT shapes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from defocus_cli.archs import sftnet as S
+from defocus_cli.archs.sftnet import CondResBlock, DecomposedSFT, SFTNet
+
+
+def _documented(pattern: str) -> int:
+    m = re.search(pattern, S.__doc__ or "")
+    assert m, f"module docstring lacks {pattern!r}"
+    return int(m.group(1).replace(",", ""))
+
+
+def test_parameter_count_matches_docstring() -> None:
+    net = SFTNet()
+    n = sum(p.numel() for p in net.parameters())
+    assert n == _documented(r"\*\*([\d,]+) parameters\*\*")
+    assert len(net.state_dict()) == _documented(r"parameters\*\* \((\d+) tensors\)")
+    assert n < 2_000_000
+
+
+def test_macs_per_megapixel_matches_docstring() -> None:
+    net = SFTNet().eval()
+    macs = [0]
+
+    def hook(mod: torch.nn.Conv2d, inp: tuple, out: torch.Tensor) -> None:
+        macs[0] += out[0].numel() * mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(hook)
+    with torch.no_grad():
+        net(torch.rand(1, 3, 128, 128))
+    gmac_mp = macs[0] / (128 * 128) / 1e3
+    doc = float(re.search(r"\*\*([\d.]+) GMAC per megapixel\*\*", S.__doc__ or "").group(1))  # type: ignore[union-attr]
+    assert abs(gmac_mp - doc) < 0.1
+    assert gmac_mp < 150
+
+
+@pytest.mark.parametrize("hw", [(37, 53), (5, 7), (64, 48)])
+def test_odd_sizes_keep_shape_and_range(hw: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    net = SFTNet().eval()
+    for p in net.deblur.out.parameters():  # leave the identity start so the range check bites
+        torch.nn.init.normal_(p, std=0.5)
+    x = torch.rand(2, 3, *hw)
+    with torch.no_grad():
+        y = net(x)
+        m = net.defocus_map(x)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert float(y.min()) >= 0 and float(y.max()) <= 1
+    assert not torch.equal(y, x)
+    assert m.shape == (2, 1, *hw) and float(m.min()) >= 0
+
+
+def test_untrained_net_starts_as_identity() -> None:
+    x = torch.rand(1, 3, 33, 41)
+    with torch.no_grad():
+        torch.testing.assert_close(SFTNet().eval()(x), x)
+
+
+def test_decomposed_sft_gamma_factor_shapes() -> None:
+    sft = DecomposedSFT(ch=64, cond_ch=32)
+    cond = torch.randn(2, 32, 9, 11)
+    gc, gs = sft.gammas(cond)
+    assert gc.shape == (2, 64, 1, 1)
+    assert gs.shape == (2, 1, 9, 11)
+    feats = torch.randn(2, 64, 9, 11)
+    out = sft(feats, cond)
+    beta = sft.b2(torch.nn.functional.leaky_relu(sft.b1(cond), 0.1))
+    assert beta.shape == (2, 64, 9, 11)
+    torch.testing.assert_close(out, feats * (1 + gc * gs) + beta)
+
+
+def test_condition_modulates_features() -> None:
+    torch.manual_seed(1)
+    blk = CondResBlock(16, 8)
+    x = torch.randn(1, 16, 8, 8)
+    a = blk(x, torch.zeros(1, 8, 8, 8))
+    b = blk(x, torch.randn(1, 8, 8, 8))
+    assert not torch.allclose(a, b)
+
+
+def test_contract_attributes_and_gradients() -> None:
+    net = SFTNet()
+    assert net.multiple_of == 4 and net.receptive_field > 0
+    assert "fp32" in net.safe_precisions
+    x = torch.rand(1, 3, 32, 32)
+    net.restore(x, net.map_lowres(x)).mean().backward()
+    assert net.dme.head.weight.grad is not None and net.deblur.out.weight.grad is not None

@@ -1,0 +1,133 @@
+"""Smoke tests of the IFAN and DefocusGAN trainers and their losses: tiny patches, two steps, resume.
+
+No ../shared needed: the training data is synthesised from a generated test photo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+cv2 = pytest.importorskip("cv2")
+
+
+@pytest.fixture(scope="module")
+def cache_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6-patch cache (48 px) made by the real synthetic DP generator from a generated 'photo'."""
+    from defocus_cli.data import make_patch_cache
+
+    d = tmp_path_factory.mktemp("trainers")
+    rng = np.random.default_rng(0)
+    img = cv2.resize(rng.random((12, 16, 3)).astype(np.float32), (160, 120), interpolation=cv2.INTER_CUBIC)
+    for _ in range(12):  # hard edges so blur matters
+        x, y, r = (int(v) for v in rng.integers(10, 110, size=3) % 100)
+        cv2.circle(img, (x + 20, y + 10), r // 4 + 3, tuple(float(c) for c in rng.random(3)), -1)
+    photo = d / "photo.png"
+    cv2.imwrite(str(photo), (np.clip(img, 0, 1) * 255).astype(np.uint8))
+    return make_patch_cache(d / "cache.pt", 6, patch=48, seed=3, photos=[photo])
+
+
+def _state_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ifan_identity_start() -> None:
+    from defocus_cli.archs.ifan import IFAN
+    from defocus_cli.train.ifan import init_identity
+
+    torch.manual_seed(0)
+    model = IFAN().eval()
+    x = torch.rand(1, 3, 40, 48)
+    with torch.no_grad():
+        assert not torch.allclose(model(x), x, atol=1e-3)  # a random net is not the identity...
+        init_identity(model)
+        assert torch.allclose(model(x), x, atol=1e-6)  # ...but the trainer's starting point is
+
+
+def test_warp_horizontal_shifts_by_disparity() -> None:
+    from defocus_cli.train.ifan import warp_horizontal
+
+    img = torch.arange(10, dtype=torch.float32).view(1, 1, 1, 10).expand(1, 1, 3, 10).contiguous()
+    out = warp_horizontal(img, torch.full((1, 1, 3, 10), 2.0))
+    assert torch.allclose(out[..., :8], img[..., 2:])
+
+
+def test_ifan_trainer_two_steps_and_resume(cache_file: Path, tmp_path: Path) -> None:
+    from defocus_cli.train.common import load_checkpoint
+    from defocus_cli.train.ifan import IFANTrainConfig, train_config
+
+    cfg = IFANTrainConfig(run=str(tmp_path / "run"), cache=[str(cache_file)], patch=32, batch=1, steps=2,
+                          export=str(tmp_path / "ifan.safetensors"), val_root=None)
+    s = train_config(cfg)
+    assert s["step"] == 2
+    first = load_checkpoint(tmp_path / "run" / "last.pt")
+    logs = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert len(logs) == 2 and '"deblur"' in logs[0] and '"reblur"' in logs[0] and '"dme_warp"' in logs[0]
+    # resuming with the step budget already spent changes nothing
+    assert train_config(cfg)["step"] == 2
+    again = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert _state_equal(first["model"], again["model"]) and _state_equal(first["reblur"], again["reblur"])
+    # resuming continues from step 2
+    cfg.steps = 3
+    assert train_config(cfg)["step"] == 3
+    third = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert not _state_equal(first["model"], third["model"])
+
+
+def test_reblur_net_starts_as_identity() -> None:
+    from defocus_cli.train.ifan import ReblurNet
+
+    net = ReblurNet()
+    sharp = torch.rand(2, 3, 6, 7)
+    assert torch.allclose(net(torch.randn(2, 128, 6, 7), sharp), sharp, atol=1e-6)
+
+
+def test_defocusgan_map_trainer_two_steps(cache_file: Path, tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    from defocus_cli.train.defocusgan_map import MapTrainConfig, train_config
+
+    out = tmp_path / "map.safetensors"
+    cfg = MapTrainConfig(run=str(tmp_path / "map"), cache=[str(cache_file)], patch=32, batch=1, steps=2,
+                         levels=6, map_first=1, alt_steps=1, export=str(out))
+    s = train_config(cfg)
+    assert s["step"] == 2 and np.isfinite(s["last_coc_mae_px"])
+    phases = [line for line in (tmp_path / "map" / "log.jsonl").read_text().splitlines()]
+    assert '"map"' in phases[0] and '"bank"' in phases[1]  # alternation happened
+    ck = torch.load(tmp_path / "map" / "last.pt", weights_only=True)
+    bank = ck["bank_l"]["pos"]
+    assert float(bank.min()) >= 0 and torch.allclose(bank.sum(dim=(-2, -1)), torch.ones(6, 1), atol=1e-5)
+    with safe_open(str(out), "pt") as f:
+        assert f.metadata()["arch"] == "defocusgan-map" and len(list(f.keys())) == 324
+
+
+def test_defocusgan_trainer_with_critic(cache_file: Path, tmp_path: Path) -> None:
+    from defocus_cli.train.defocusgan import GANTrainConfig, curriculum_iter, train_config
+
+    cfg = GANTrainConfig(run=str(tmp_path / "gan"), cache=[str(cache_file)], patch=32, batch=1, steps=2,
+                         anneal_steps=1, critic_start=0, adv_start=1, w_perc=0.05, export=None)
+    s = train_config(cfg)
+    assert s["step"] == 2
+    lines = (tmp_path / "gan" / "log.jsonl").read_text().splitlines()
+    assert '"critic"' in lines[0] and '"adv"' in lines[1] and '"perc"' in lines[0]
+    assert curriculum_iter(0, 300) == 0 and curriculum_iter(300, 300) >= 2e4
+
+
+def test_losses() -> None:
+    from defocus_cli.archs.defocusgan_disc import PatchDiscriminator
+    from defocus_cli.train.losses import PerceptualLoss, critic_loss_wgan_gp, defocus_weight, tv_loss
+
+    torch.manual_seed(0)
+    a, b = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    for mode in ("lpips", "conv3"):
+        perc = PerceptualLoss(mode)
+        assert float(perc(a, a)) < 1e-6 < float(perc(a, b))
+    coc = torch.zeros(1, 1, 64, 64)
+    coc[..., 32:] = -10.0
+    w = defocus_weight(coc, (4, 4))
+    assert torch.allclose(w[..., :2], torch.ones(1, 1, 4, 2)) and torch.allclose(w[..., 2:], torch.full((1, 1, 4, 2), 2.0))
+    loss, logs = critic_loss_wgan_gp(PatchDiscriminator(), a, b, coc)
+    assert torch.isfinite(loss) and logs["gp"] >= 0
+    assert float(tv_loss(torch.ones(1, 1, 5, 5))) == 0.0 < float(tv_loss(a))
