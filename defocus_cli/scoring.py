@@ -414,6 +414,7 @@ def settings_for(protocol: str, metrics: Sequence[str], device: str | None = Non
     s: dict[str, Any] = {
         "protocol": protocol,
         "protocol_description": PROTOCOLS[protocol],
+        "bit_depth": {"native": "native", "dpdd8": 8, "dpdd16": 16}[protocol],
         "metrics": list(metrics),
         "pairing": "relative path and name; suffixes " + "/".join(STRIP_SUFFIXES) + " ignored",
         "gain": "improvement over the blurry input, positive = better (psnr, ssim: result - input; "
@@ -465,6 +466,9 @@ def score_item(pair: Pair, metrics: Sequence[str], protocol: str, device: str = 
         item.scores = _compute(pred.pixels, gt.pixels, blurry.pixels if blurry else None, metrics, device)
     except DefocusError as e:
         item.status, item.error = "error", str(e)
+    except (MemoryError, RuntimeError, ValueError, OSError) as e:  # one bad item must not stop the others
+        log.debug("scoring %s failed", pair.name, exc_info=True)
+        item.status, item.error = "error", f"{type(e).__name__}: {e}"
     item.seconds = time.perf_counter() - t0
     return item
 

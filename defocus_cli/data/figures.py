@@ -62,3 +62,24 @@ def save_png(path: str | Path, rgb: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), rgb[:, :, ::-1])
     return path
+
+
+@torch.no_grad()
+def before_after_folder(module: torch.nn.Module, folder: str | Path, out: str | Path, crop: int = 320,
+                        max_images: int = 6, max_side: int = 1024) -> Path:
+    """Run ``module`` (engine contract) on up to ``max_images`` photos under ``folder`` (downscaled to
+    ``max_side``) and save a before/after PNG of centre crops."""
+    import cv2
+
+    from defocus_cli.data.datasets import list_images, read_image
+
+    pairs = []
+    for p in list_images(folder)[:max_images]:
+        a = read_image(p)
+        s = max_side / max(a.shape[:2])
+        if s < 1:
+            a = cv2.resize(a, (round(a.shape[1] * s), round(a.shape[0] * s)), interpolation=cv2.INTER_AREA)
+        x = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None]
+        b = module(x)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+        pairs.append((p.stem, a, b))
+    return save_png(out, before_after(pairs, crop))

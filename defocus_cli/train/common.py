@@ -235,3 +235,56 @@ def psnr_t(pred: torch.Tensor, target: torch.Tensor) -> float:
     """Mean per-image PSNR (dB) of two ``(N, C, H, W)`` [0, 1] tensors."""
     mse = ((pred.float().clamp(0, 1) - target.float()) ** 2).flatten(1).mean(1).clamp_min(1e-10)
     return float((10 * torch.log10(1 / mse)).mean())
+
+
+SYN_TEST: dict[str, Any] = {"n": 32, "seed": 1234, "patch": 256, "coc_scale": 1.5}
+"""The fixed synthetic test set every model card reports: 32 patches of 256 px from the held-out photos."""
+
+
+@torch.no_grad()
+def evaluate_for_card(module: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor],
+                      lfdof_root: str | Path | None, photos_root: str | Path | None,
+                      use_lpips: bool = True) -> dict[str, Any]:
+    """Scores for a model card: LFDOF (full images, 8-bit rounded output) and the :data:`SYN_TEST` synthetic
+    set — mean PSNR / SSIM / LPIPS of the output and of the blurry input. ``module``: engine contract."""
+    from defocus_cli import metrics
+    from defocus_cli.data import lfdof_pairs, synthetic_test_set
+
+    lp: Callable[[np.ndarray, np.ndarray], float] | None = None
+    if use_lpips:
+        from defocus_cli.lpips import lpips as lp
+
+    if isinstance(module, torch.nn.Module):
+        module.eval()
+
+    def score(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, float]:
+        res: dict[str, list[float]] = {}
+        for inp, out, tgt in pairs:
+            for tag, img in (("", out), ("input_", inp)):
+                res.setdefault(tag + "psnr", []).append(metrics.psnr(img, tgt))
+                res.setdefault(tag + "ssim", []).append(metrics.ssim(img, tgt))
+                if lp is not None:
+                    res.setdefault(tag + "lpips", []).append(lp(img, tgt))
+        return {k: float(np.mean(v)) for k, v in res.items()}
+
+    def run_one(inp: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(inp.transpose(2, 0, 1)))[None].float()
+        y = module(x)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+        return np.round(y * 255) / 255
+
+    out: dict[str, Any] = {}
+    if lfdof_root is not None:
+        pairs = [(inp, run_one(inp), tgt) for _, inp, tgt in lfdof_pairs(lfdof_root)]
+        out["lfdof"] = {**score(pairs), "n": len(pairs)}
+    if photos_root is not None:
+        syn = synthetic_test_set(photos=photos_root, **SYN_TEST)
+        pairs = []
+        for i in range(syn["blur"].shape[0]):
+            inp = syn["blur"][i].permute(1, 2, 0).numpy()
+            pairs.append((inp, run_one(inp), syn["sharp"][i].permute(1, 2, 0).numpy()))
+        out["synthetic"] = {**score(pairs), "n": len(pairs), **SYN_TEST}
+        if hasattr(module, "defocus_map"):
+            maes = [float((module.defocus_map(syn["blur"][i:i + 1]) - syn["coc"][i:i + 1].abs()).abs().mean())
+                    for i in range(syn["blur"].shape[0])]
+            out["synthetic"]["map_mae_px"] = float(np.mean(maes))
+    return out
