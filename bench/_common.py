@@ -34,15 +34,18 @@ if str(ROOT) not in sys.path:
 
 
 def build_engine(name: str, trained: bool = False) -> tuple[Any, str]:
-    """The engine ``name`` in eval mode on CPU and where its weights came from (``"random"`` or a sha256)."""
+    """The engine ``name`` in eval mode on CPU and where its weights came from: ``"random"`` (seeded default
+    init), or ``"<source>:<sha256 prefix>"`` for installed weights (registry, else ``weights/<name>.safetensors``)."""
     if trained:
-        try:
-            from defocus_cli.weights import load_model
+        from defocus_cli.weights import load_model
 
-            lm = load_model(name)
-            return lm.module.eval(), lm.sha256[:12]
-        except Exception as e:  # noqa: BLE001 - fall back to random weights, say so
-            print(f"# {name}: no trained weights ({type(e).__name__}: {e}); using random weights", file=sys.stderr)
+        for kwargs in ({"name": name}, {"weights_file": ROOT / "weights" / f"{name}.safetensors"}):
+            try:
+                lm = load_model(**kwargs)  # type: ignore[arg-type]
+                return lm.module.eval(), f"trained:{lm.sha256[:12]}"
+            except Exception as e:  # noqa: BLE001 - fall back to random weights, say so
+                err = f"{type(e).__name__}: {e}"
+        print(f"# {name}: no trained weights ({err}); using random weights", file=sys.stderr)
     import torch
 
     from defocus_cli.registry import ARCHS, load_class

@@ -7,6 +7,8 @@ Prints markdown tables and writes ``bench/results/<out>.json``. Sections (choose
 * ``macs``   MACs per megapixel of each engine (forward hooks on Conv2d/ConvTranspose2d) and params;
 * ``bpp``    peak-RSS growth per pixel of a whole-image forward (fp32), the ``bytes_per_pixel`` that
              ``tile=auto`` needs;
+* ``bf16``   bf16 autocast vs fp32 on LFDOF centre crops (installed weights where present): PSNR to the
+             target and output agreement (dB);
 * ``speed``  seconds (median after one full-size warm-up, and the cold first run) and peak RSS per engine,
              precision, size, allocator on/off, at default settings (``tile=auto``, default overlap);
              with the lower bound MACs x 2 / measured conv rate.
@@ -164,6 +166,58 @@ def section_bpp(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def section_bf16(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """bf16 (autocast, CPU) vs fp32 on LFDOF pairs (centre crops): PSNR to the target and output agreement."""
+    import cv2
+    import numpy as np
+    import torch
+
+    from defocus_cli import runtime
+
+    runtime.tune_allocator()
+    runtime.configure_threads()
+    inputs = sorted((C.SHARED / "data" / "lfdof" / "input").glob("*.png"))[: args.bf16_images]
+    if not inputs:
+        print("  bf16: ../shared/data/lfdof not found; skipped")
+        return []
+
+    def load(path: Path) -> Any:
+        a = cv2.imread(str(path), cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0
+        hh, ww = a.shape[:2]
+        cs = args.bf16_crop
+        y0, x0 = max((hh - cs) // 2, 0), max((ww - cs) // 2, 0)
+        a = np.ascontiguousarray(a[y0:y0 + cs, x0:x0 + cs].transpose(2, 0, 1))
+        return torch.from_numpy(a)[None]
+
+    rows = []
+    for name in args.engines:
+        module, weights = C.build_engine(name, trained=True)
+        acc: dict[str, list[float]] = {"fp32": [], "bf16": [], "agree": [], "input": []}
+        times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+        for path in inputs:
+            x, tgt = load(path), load(path.parent.parent / "target" / path.name)
+            outs = {}
+            for prec in ("fp32", "bf16"):
+                t0 = time.perf_counter()
+                outs[prec] = runtime.run_engine(module, x, device="cpu", precision=prec, tile=0).clamp(0, 1)
+                times[prec].append(time.perf_counter() - t0)
+                acc[prec].append(C.psnr(outs[prec], tgt))
+            acc["agree"].append(C.psnr(outs["bf16"], outs["fp32"]))
+            acc["input"].append(C.psnr(x, tgt))
+        row = {"engine": name, "weights": weights, "images": len(inputs), "crop": args.bf16_crop,
+               "input_psnr": float(np.mean(acc["input"])), "fp32_psnr": float(np.mean(acc["fp32"])),
+               "bf16_psnr": float(np.mean(acc["bf16"])), "agreement_db": float(np.mean(acc["agree"])),
+               "fp32_s": C.median(times["fp32"]), "bf16_s": C.median(times["bf16"])}
+        row["delta_db"] = row["bf16_psnr"] - row["fp32_psnr"]
+        rows.append(row)
+        print(f"  {name}: fp32 {row['fp32_psnr']:.3f} dB, bf16 {row['bf16_psnr']:.3f} dB, "
+              f"agreement {row['agreement_db']:.1f} dB", flush=True)
+    print("\n### bf16 (autocast) vs fp32 on LFDOF centre crops\n")
+    print(C.table(rows, ["engine", "weights", "images", "crop", "input_psnr", "fp32_psnr", "bf16_psnr", "delta_db",
+                         "agreement_db", "fp32_s", "bf16_s"]))
+    return rows
+
+
 def section_speed(args: argparse.Namespace, conv_rows: list[dict], mac_rows: list[dict]) -> list[dict[str, Any]]:
     rate = {(r["precision"], r.get("malloc")): r.get("gflops") for r in conv_rows if r.get("layout") == "cl"}
     macs = {r["engine"]: r["gmac_per_mp"] for r in mac_rows}
@@ -212,6 +266,8 @@ def main() -> None:
     ap.add_argument("--tile", default="auto")
     ap.add_argument("--overlap", default=None)
     ap.add_argument("--trained", action="store_true", help="use trained weights when installed")
+    ap.add_argument("--bf16-images", type=int, default=2, help="LFDOF images for the bf16 section")
+    ap.add_argument("--bf16-crop", type=int, default=512, help="centre crop side for the bf16 section")
     ap.add_argument("--out", default="engines")
     args = ap.parse_args()
 
@@ -227,15 +283,20 @@ def main() -> None:
     sections = set(args.sections.split(","))
     out: dict[str, Any] = {"machine": C.machine(), "when": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv[1:]}
     print(f"# machine: {out['machine']}")
-    prev = C.RESULTS / "engines.json"
-    old = json.loads(prev.read_text()) if prev.is_file() else {}
-    conv_rows = section_conv(args) if "conv" in sections else old.get("conv", [])
+    prev = C.RESULTS / "conv.json"
+    if "conv" in sections:
+        conv_rows = section_conv(args)
+        C.write_json("conv", {"machine": out["machine"], "when": out["when"], "conv": conv_rows})
+    else:  # the lower bounds use the conv rate measured by the last conv run
+        conv_rows = json.loads(prev.read_text()).get("conv", []) if prev.is_file() else []
     mac_rows = section_macs(args) if "macs" in sections or "speed" in sections else []
     if "conv" in sections:
         out["conv"] = conv_rows
     out["macs"] = mac_rows
     if "bpp" in sections:
         out["bpp"] = section_bpp(args)
+    if "bf16" in sections:
+        out["bf16"] = section_bf16(args)
     if "speed" in sections:
         out["speed"] = section_speed(args, conv_rows, mac_rows)
     print(f"\nwrote {C.write_json(args.out, out)}")

@@ -7,7 +7,7 @@ band of +-8 px around the tile seams, the max abs difference, seconds, and the p
 
 Examples::
 
-    python bench/bench_tiling.py                                  # all engines, tile 512, default settings
+    python bench/bench_tiling.py                                  # all engines, tile 768, default settings
     python bench/bench_tiling.py --engines ifan --sweep           # blend/overlap sweep for IFAN
     python bench/bench_tiling.py --engines ifan --tiles 512,1024  # overhead vs tile size
 
@@ -47,7 +47,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engines", default=",".join(C.ENGINES))
     ap.add_argument("--size", default="1680x1120")
-    ap.add_argument("--tiles", default="512", help="comma-separated tile sizes")
+    ap.add_argument("--tiles", default="768", help="comma-separated tile sizes")
     ap.add_argument("--sweep", action="store_true", help="also sweep blend (0, default, 2*overlap) and overlap")
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--trained", action="store_true")

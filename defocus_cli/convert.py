@@ -79,14 +79,22 @@ def load_checkpoint(src: str | Path) -> Any:
     except Exception as e:  # noqa: BLE001 - every failure here means "not a usable checkpoint"
         text = str(e)
         if "Weights only load failed" in text or "WeightsUnpickler" in text:
-            reason = " ".join(text.split("WeightsUnpickler error:", 1)[-1].split()) if "WeightsUnpickler" in text else ""
-            reason = reason.split(" Check the documentation")[0][:160] or "objects other than tensors"
+            reason = _refusal_reason(text)
             raise InputError(
                 f"{p.name} was refused by the safe (weights-only) loader ({reason}); "
                 "only plain weight checkpoints can be converted, and nothing in it was executed"
             ) from None
         first = " ".join(text.split())[:160] or type(e).__name__
         raise InputError(f"{p.name} is not a torch checkpoint ({type(e).__name__}: {first})") from None
+
+
+def _refusal_reason(text: str) -> str:
+    """The informative sentence of torch's weights-only refusal (e.g. "unsupported GLOBAL posix.system ...")."""
+    paras = [" ".join(p.split()) for p in text.split("\n\n") if p.strip()]
+    for p in paras[1:]:
+        if not p.startswith(("Check the documentation", "Please file an issue", "Weights only load failed")):
+            return p.replace("WeightsUnpickler error: ", "")[:160]
+    return "objects other than tensors"
 
 
 def _is_tensor_dict(obj: Any) -> bool:
@@ -146,7 +154,7 @@ def check_state_dict(state: Mapping[str, "torch.Tensor"], module: "torch.nn.Modu
         hint = guess_arch(state)
         tip = f"; it looks like --arch {hint}" if hint and hint != arch else ""
         raise UsageError(
-            f"{source_name} is not a {arch} checkpoint: only {matched} of {len(expected)} expected tensors found "
+            f"{source_name} does not match --arch {arch}: only {matched} of {len(expected)} expected tensors found "
             f"(missing e.g. {_few(missing)}; unexpected e.g. {_few(unexpected) or 'none'}){tip}"
         )
     parts = []

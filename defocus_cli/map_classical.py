@@ -158,26 +158,34 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
     return _box(a, w) * guide + _box(b, w)
 
 
-def propagate(values: np.ndarray, weight: np.ndarray, guide: np.ndarray, *, scale: float = 15.0) -> np.ndarray:
-    """Dense map from sparse/weighted estimates: multi-scale normalised convolution (Gaussian σ = scale·4^k,
-    the finest scale with enough weight wins), then a guided filter on ``guide`` (radius ≈ scale)."""
+def _blur_at_scale(a: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of σ = ``sigma`` px, computed on a downscaled copy when σ is large (cost independent of σ)."""
     import cv2
 
+    h, w = a.shape
+    f = max(1, int(sigma // 8))
+    if f == 1:
+        return cv2.GaussianBlur(a, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    small = cv2.resize(a, (max(1, round(w / f)), max(1, round(h / f))), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), sigma / f, borderType=cv2.BORDER_REFLECT)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def propagate(values: np.ndarray, weight: np.ndarray, guide: np.ndarray, *, scale: float = 15.0) -> np.ndarray:
+    """Dense map from sparse/weighted estimates: multi-scale normalised convolution (Gaussian σ = scale·4^k up
+    to the image size; the finest scale with enough weight wins), then a guided filter on ``guide``
+    (radius ≈ scale). Cost is linear in the pixel count."""
     v = np.asarray(values, np.float32)
     w = np.asarray(weight, np.float32)
     h, wd = v.shape
     mean_w = float(w.mean()) + 1e-12
     out = np.full_like(v, float((v * w).sum() / (w.sum() + 1e-12)))
-    sigma = scale
-    levels = []
-    while True:
-        num = cv2.GaussianBlur(v * w, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-        den = cv2.GaussianBlur(w, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-        levels.append((num, den))
-        if sigma > max(h, wd) or len(levels) >= 6:
-            break
-        sigma *= 4
-    for num, den in reversed(levels):  # coarse → fine: finer estimates overwrite where well supported
+    vw = v * w
+    sigmas = [scale]
+    while sigmas[-1] < max(h, wd) / 4 and len(sigmas) < 6:
+        sigmas.append(sigmas[-1] * 4)
+    for sigma in reversed(sigmas):  # coarse → fine: finer estimates overwrite where well supported
+        num, den = _blur_at_scale(vw, sigma), _blur_at_scale(w, sigma)
         ok = den > 0.25 * mean_w
         out = np.where(ok, num / np.maximum(den, 1e-12), out)
     # keep confident pixels' own values, blend the rest

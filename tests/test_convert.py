@@ -95,7 +95,7 @@ def test_wrong_arch_is_a_usage_error(ifan_ckpt: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError) as e:
         convert_checkpoint(ifan_ckpt, dst, "defocusgan")
     assert e.value.exit_code == 2
-    assert "not a defocusgan checkpoint" in str(e.value) and "--arch ifan" in str(e.value)
+    assert "does not match --arch defocusgan" in str(e.value) and "--arch ifan" in str(e.value)
     assert not dst.exists()
 
 
@@ -194,3 +194,28 @@ def test_defocusgan_map_convert_strict(tmp_path: Path) -> None:
         assert f.metadata()["arch"] == "defocusgan-map"
     _assert_same_tensors(dst, VEC / "defocusgan_map_official_weights_fp16.safetensors")
     DefocusMapNet().load_state_dict(load_file(dst), strict=True)
+
+
+def test_self_made_official_layout_roundtrip(tmp_path: Path) -> None:
+    """No shared references needed: an IFAN-layout checkpoint (``module.Network.*`` + training-only
+    ``module.reblurNet.*``) from a randomly initialised net converts strictly and reproduces that net."""
+    from defocus_cli.archs.ifan import IFAN
+
+    torch.manual_seed(1)
+    net = IFAN().eval()
+    ckpt = {f"module.Network.{k}": v for k, v in net.state_dict().items()}
+    ckpt["module.reblurNet.conv1.0.weight"] = torch.zeros(4, 4, 3, 3)
+    src = tmp_path / "IFAN.pytorch"
+    torch.save(ckpt, src)
+    dst = tmp_path / "ifan.safetensors"
+    info = convert_checkpoint(src, dst, "ifan")
+    assert info["tensors"] == 158 and info["dropped"] == 1
+    other = IFAN().eval()
+    other.load_state_dict(load_file(dst), strict=True)
+    x = torch.rand(1, 3, 24, 40)
+    with torch.inference_mode():
+        assert torch.equal(other(x), net(x))
+    # the same file under the wrong prefix is refused, naming what it found
+    torch.save({f"module.Other.{k}": v for k, v in net.state_dict().items()}, src)
+    with pytest.raises(UsageError, match="does not match --arch ifan"):
+        convert_checkpoint(src, tmp_path / "bad.safetensors", "ifan")

@@ -131,3 +131,29 @@ def test_losses() -> None:
     loss, logs = critic_loss_wgan_gp(PatchDiscriminator(), a, b, coc)
     assert torch.isfinite(loss) and logs["gp"] >= 0
     assert float(tv_loss(torch.ones(1, 1, 5, 5))) == 0.0 < float(tv_loss(a))
+
+
+def test_evaluate_helpers(cache_file: Path, tmp_path: Path) -> None:
+    from defocus_cli.data import PatchCache
+    from defocus_cli.train.evaluate import before_after_figure, map_figure, score_map, score_synthetic
+
+    test = PatchCache(cache_file, augment=False).batch([0, 1])
+    ident = torch.nn.Identity()
+    s = score_synthetic(ident, test)
+    assert abs(s["psnr"] - s["input_psnr"]) < 0.2 and s["n"] == 2  # identity output = input (8-bit rounding)
+
+    class Oracle(torch.nn.Module):
+        def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:  # noqa: ARG002
+            return self.coc
+
+    oracle = Oracle()
+    oracle.coc = test["coc"][:1]
+    m = score_map(oracle, {k: v[:1] for k, v in test.items()})
+    assert m["coc_mae_px"] < 1e-6 and m["n"] == 1
+    fig = map_figure(oracle, {k: v[:1] for k, v in test.items()}, tmp_path / "map.png", count=1)
+    img = cv2.imread(str(fig))
+    assert img is not None and img.shape[1] == 3 * 48 + 16
+    photo = tmp_path / "p.png"
+    cv2.imwrite(str(photo), (test["blur"][0].permute(1, 2, 0).numpy()[:, :, ::-1] * 255).astype(np.uint8))
+    fig2 = cv2.imread(str(before_after_figure(ident, [photo], tmp_path / "ba.png", crop=32)))
+    assert fig2.shape[:2] == (32, 72)

@@ -247,6 +247,9 @@ class DefocusGAN(nn.Module):
     #: pools globally), but with the released weights' kind of network the response decays fast; 128 px is
     #: the overlap below which tiled output visibly departs from whole-image output (see tests/bench notes).
     receptive_field: int = 128
+    #: Peak working memory of a whole-image fp32 forward on CPU, bytes per input pixel (measured 2643 by
+    #: bench/bench_engines.py --sections bpp, plus ~10%); runtime.run_engine sizes tile='auto' from it.
+    bytes_per_pixel: int = 2900
     safe_precisions: tuple[str, ...] = ("fp32", "bf16", "fp16")
 
     def __init__(self, channels: int = 64, kernel_sizes: Sequence[int] = (1, 4, 7, 10)) -> None:

@@ -3,7 +3,7 @@
 Re-implemented from the paper and the project's architecture notes (no upstream code); the state-dict layout is
 identical to the ``Network`` half of the released ``IFAN.pytorch`` checkpoint (158 tensors, **10,476,996**
 parameters; the training-only reblurring network is not part of this module) and the behaviour matches the
-official eval-mode network to about 1e-5 in float32.
+official eval-mode network to ~2e-7 max abs in float32 on CPU (the project's test vectors: output and DME map).
 
 Released configuration reproduced (``config_IFAN``): channels 32/64/128/128, 3x3 convolutions with LeakyReLU(0.1),
 ``res_num=2`` residual blocks, IAC filter size 3, **N=17** IAC iterations at 1/8 resolution.
@@ -31,7 +31,7 @@ the same as materialising the whole filter tensor, with ~43% less work in that l
 (0.95 GB per input megapixel in fp32 for the full tensor; 32 MB/MP for one iteration's slice).
 Plain tensor ops only (no unfold, no Python loops over pixels); works in channels_last.
 
-Cost: 392.5 GMAC per megapixel as released (371.8 conv + 20.5 transposed conv + 0.2 IAC); ~368 GMAC/MP as
+Cost: 392.5 GMAC per megapixel as released (371.8 conv + 20.5 transposed conv + 0.2 IAC); ~379 GMAC/MP as
 computed here (the unused kernel2 channels are skipped).
 
 Licence note: the official IFAN code and weights are AGPL-3.0; this file contains no upstream code.
@@ -140,6 +140,9 @@ class IFAN(nn.Module):
     #: (filter branch ~278 px + 17 IAC iterations x 8 px + decoder ~100 px), far more than any practical overlap;
     #: the influence decays fast, and 128 px keeps tiled output close to whole-image output (tiling.py blends).
     receptive_field: int = 128
+    #: Peak working memory of a whole-image fp32 forward on CPU, bytes per input pixel (measured 589 by
+    #: bench/bench_engines.py --sections bpp, plus ~10%); runtime.run_engine sizes tile='auto' from it.
+    bytes_per_pixel: int = 650
     #: Precisions the runtime may choose; bf16 pending measurement with trained weights.
     safe_precisions: tuple[str, ...] = ("fp32", "bf16")
 

@@ -1,6 +1,6 @@
 """Classical non-blind defocus deconvolution: Wiener, Richardson–Lucy, Krishnan–Fergus hyper-Laplacian.
 
-Uniform blur (one radius) or spatially varying blur (a CoC-radius map, see :mod:`.spatial`). numpy + scipy.fft;
+Uniform blur (one radius) or spatially varying blur (a CoC-radius map, see :mod:`.spatial`). numpy + torch.fft (no SciPy needed);
 images are ``(H, W, C)`` float in [0, 1] (RGB or any channel count), radii in pixels of that image.
 
 Example:

@@ -1,29 +1,29 @@
-"""Padding and FFT helpers shared by the deconvolution methods (numpy / scipy.fft, float64 inside)."""
+"""Padding and FFT helpers shared by the deconvolution methods (numpy + torch.fft; float32 / complex64 inside)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Padded", "pad_for", "blur", "gradient_otfs"]
+from defocus_cli.deconv._fft import irfft2, next_fast_len, rfft2
+
+__all__ = ["Padded", "blur", "gradient_otfs", "grad", "grad_adjoint"]
 
 
 class Padded:
     """An ``(H, W, C)`` image symmetric-padded for circular (FFT) processing, and how to crop back.
 
     Margins are at least ``margin`` px per side (to hold the PSF's reach and let boundary ringing decay),
-    and the padded size is FFT-friendly (``scipy.fft.next_fast_len``).
+    and the padded size is FFT-friendly (:func:`~defocus_cli.deconv._fft.next_fast_len`).
     """
 
     def __init__(self, image: np.ndarray, margin: int) -> None:
-        from scipy import fft
-
         h, w = image.shape[:2]
         self.shape_in = (h, w)
-        ph = fft.next_fast_len(h + 2 * margin, real=True)
-        pw = fft.next_fast_len(w + 2 * margin, real=True)
+        ph = next_fast_len(h + 2 * margin)
+        pw = next_fast_len(w + 2 * margin)
         self.top, self.left = (ph - h) // 2, (pw - w) // 2
         bottom, right = ph - h - self.top, pw - w - self.left
-        self.data = _pad_symmetric(image.astype(np.float64, copy=False), self.top, bottom, self.left, right)
+        self.data = _pad_symmetric(image.astype(np.float32, copy=False), self.top, bottom, self.left, right)
         self.shape = (ph, pw)
 
     def crop(self, a: np.ndarray) -> np.ndarray:
@@ -46,24 +46,33 @@ def _mirror_index(i: np.ndarray, n: int) -> np.ndarray:
 
 
 def blur(image: np.ndarray, psf: np.ndarray) -> np.ndarray:
-    """Convolve ``(H, W, C)`` (or ``(H, W)``) with ``psf`` using symmetric boundaries; same shape, float64."""
-    from scipy import fft
-
+    """Convolve ``(H, W, C)`` (or ``(H, W)``) with ``psf`` using symmetric boundaries; same shape, float32."""
     from defocus_cli.deconv.psf import psf2otf
 
     squeeze = image.ndim == 2
     img = image[..., None] if squeeze else image
     p = Padded(img, max(psf.shape))
     otf = psf2otf(psf, p.shape)
-    out = fft.irfft2(fft.rfft2(p.data, axes=(0, 1), workers=-1) * otf[..., None], s=p.shape, axes=(0, 1), workers=-1)
+    out = irfft2(rfft2(p.data) * otf[..., None], p.shape)
     out = p.crop(out)
     return out[..., 0] if squeeze else out
 
 
 def gradient_otfs(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """OTFs of the forward differences ``[1, -1]`` along x and y for a padded ``shape``."""
+    """OTFs of the circular differences :func:`grad` computes, along x and y, for a padded ``shape``."""
     from defocus_cli.deconv.psf import psf2otf
 
     dx = np.array([[0.0, -1.0, 1.0]])
     dy = dx.T
     return psf2otf(dx, shape), psf2otf(dy, shape)
+
+
+def grad(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Circular differences ``x[i, j-1] - x[i, j]`` and ``x[i-1, j] - x[i, j]`` (the operators of
+    :func:`gradient_otfs`) of an ``(H, W, ...)`` array."""
+    return np.roll(x, 1, axis=1) - x, np.roll(x, 1, axis=0) - x
+
+
+def grad_adjoint(wx: np.ndarray, wy: np.ndarray) -> np.ndarray:
+    """Adjoint of :func:`grad`: ``Dx^T wx + Dy^T wy``."""
+    return (np.roll(wx, -1, axis=1) - wx) + (np.roll(wy, -1, axis=0) - wy)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from defocus_cli.deconv._fft import irfft2, rfft2
 from defocus_cli.deconv._fourier import Padded
 from defocus_cli.deconv.psf import psf2otf
 
@@ -23,8 +24,6 @@ def richardson_lucy(image: np.ndarray, psf: np.ndarray, *, iterations: int = DEF
 
     Returns float32 (H, W, C) in [0, 1].
     """
-    from scipy import fft
-
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     if psf.size == 1:
@@ -38,7 +37,7 @@ def richardson_lucy(image: np.ndarray, psf: np.ndarray, *, iterations: int = DEF
     x = y.copy()
 
     def conv(a: np.ndarray, otf: np.ndarray) -> np.ndarray:
-        return fft.irfft2(fft.rfft2(a, axes=(0, 1), workers=-1) * otf, s=p.shape, axes=(0, 1), workers=-1)
+        return irfft2(rfft2(a) * otf, p.shape)
 
     for _ in range(iterations):
         est = np.maximum(conv(x, k), 1e-6)

@@ -57,10 +57,10 @@ def deconvolve_varying(
     """
     if radius.shape != image.shape[:2]:
         raise ValueError(f"map {radius.shape} and image {image.shape[:2]} differ in size")
-    r = np.nan_to_num(np.abs(radius.astype(np.float64)), nan=0.0, posinf=0.0)
+    r = np.nan_to_num(np.abs(radius.astype(np.float32)), nan=0.0, posinf=0.0)
     levels = radius_levels(r, max_levels=max_levels, min_step=min_step)
     log.info("deconvolving at %d radius levels %.2f..%.2f px", len(levels), levels[0], levels[-1])
-    acc = np.zeros(image.shape, dtype=np.float64)
+    acc = np.zeros(image.shape, dtype=np.float32)
     for i, level in enumerate(levels):
         if len(levels) == 1:
             weight = np.ones_like(r)
@@ -70,8 +70,8 @@ def deconvolve_varying(
             weight = np.zeros_like(r)
             up = (r >= left) & (r <= level)
             down = (r > level) & (r <= right)
-            weight[up] = 1.0 if i == 0 else ((r[up] - left) / (level - left))
-            weight[down] = 1.0 if i == len(levels) - 1 else ((right - r[down]) / (right - level))
+            weight[up] = 1.0 if i == 0 else (r[up] - left) / (level - left)
+            weight[down] = 1.0 if i == len(levels) - 1 else (right - r[down]) / (right - level)
         if weight.any():
             out = fn(image, make_psf(kernel, float(level)))
             acc += weight[..., None] * out if acc.ndim == 3 else weight * out

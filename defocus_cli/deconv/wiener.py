@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from defocus_cli.deconv._fft import irfft2, rfft2
 from defocus_cli.deconv._fourier import Padded, gradient_otfs
 from defocus_cli.deconv.psf import psf2otf
 
@@ -29,8 +30,6 @@ def wiener(image: np.ndarray, psf: np.ndarray, *, balance: float = DEFAULT_BALAN
         psf: 2-D kernel summing to 1 (see :mod:`defocus_cli.deconv.psf`).
         balance: regularisation weight (> 0); larger = smoother, less ringing and noise.
     """
-    from scipy import fft
-
     if psf.size == 1:
         return np.clip(image, 0.0, 1.0).astype(np.float32)
     squeeze = image.ndim == 2
@@ -39,7 +38,7 @@ def wiener(image: np.ndarray, psf: np.ndarray, *, balance: float = DEFAULT_BALAN
     k = psf2otf(psf, p.shape)
     dx, dy = gradient_otfs(p.shape)
     filt = np.conj(k) / (np.abs(k) ** 2 + balance * (np.abs(dx) ** 2 + np.abs(dy) ** 2))
-    y = fft.rfft2(p.data, axes=(0, 1), workers=-1)
-    out = fft.irfft2(y * filt[..., None], s=p.shape, axes=(0, 1), workers=-1)
+    y = rfft2(p.data)
+    out = irfft2(y * filt[..., None], p.shape)
     out = np.clip(p.crop(out), 0.0, 1.0).astype(np.float32)
     return out[..., 0] if squeeze else out

@@ -227,6 +227,7 @@ def export_safetensors(module: torch.nn.Module | dict[str, torch.Tensor], out: s
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     save_file(tensors, str(tmp), metadata=md)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, out)
     return out
 

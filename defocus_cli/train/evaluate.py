@@ -26,7 +26,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_trained", "score_lfdof", "score_synthetic", "score_map", "before_after_figure", "main"]
+__all__ = ["load_trained", "score_lfdof", "score_synthetic", "score_map", "before_after_figure", "map_figure", "main"]
 
 
 def load_trained(arch: str, path: str | Path) -> torch.nn.Module:
@@ -118,6 +118,32 @@ def before_after_figure(model: torch.nn.Module, images: Sequence[str | Path], ou
     return out
 
 
+@torch.inference_mode()
+def map_figure(model: torch.nn.Module, test: dict[str, torch.Tensor], out: str | Path, count: int = 3,
+               limit: float = 8.0) -> Path:
+    """PNG with one row per synthetic test sample: blurred image | true signed CoC | predicted signed CoC
+    (colour map: blue = in front of the focal plane, red = behind, white = in focus; saturates at ±``limit`` px)."""
+    import cv2
+
+    def colour(m: np.ndarray) -> np.ndarray:
+        t = np.clip(m / limit, -1, 1)
+        rgb = np.stack([np.where(t > 0, 1, 1 + t), 1 - np.abs(t), np.where(t < 0, 1, 1 - t)], -1)
+        return rgb.astype(np.float32)
+
+    rows = []
+    for i in range(min(count, test["coc"].shape[0])):
+        pred = model(test["left"][i:i + 1], test["right"][i:i + 1])[0, 0].numpy()
+        img = test["blur"][i].permute(1, 2, 0).numpy()
+        gap = np.ones((img.shape[0], 8, 3), np.float32)
+        row = np.concatenate([img, gap, colour(test["coc"][i, 0].numpy()), gap, colour(pred)], 1)
+        rows += [row, np.ones((8, row.shape[1], 3), np.float32)]
+    fig = np.concatenate(rows[:-1], 0)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), (np.clip(fig[:, :, ::-1], 0, 1) * 255 + 0.5).astype(np.uint8))
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Score trained weights for a model card.")
     p.add_argument("--arch", required=True, choices=("ifan", "defocusgan", "defocusgan-map", "sftnet"))
@@ -144,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         test = synthetic_test_set(n=a.syn_n, seed=1234, patch=a.syn_patch, photos=a.synthetic)
         res["synthetic"] = score_map(model, test) if a.arch == "defocusgan-map" else score_synthetic(model, test)
+        if a.arch == "defocusgan-map" and a.figure:
+            map_figure(model, test, a.figure)
         res["synthetic"].update({"seed": 1234, "patch": a.syn_patch})
         log.info("synthetic: %s", res["synthetic"])
     if a.lfdof and a.arch != "defocusgan-map":
