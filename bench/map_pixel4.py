@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--weights", default=None, help="map-network safetensors for --method learned")
     ap.add_argument("--baseline", default="auto", choices=["auto", "h", "v"])
     ap.add_argument("--scale", type=float, default=1.0, help="downscale factor applied to views and gt")
+    ap.add_argument("--max-disparity", type=int, default=4, help="classical: search range, px")
+    ap.add_argument("--window", type=int, default=21, help="classical: ZNCC window, px")
     ap.add_argument("--scenes", default="", help="comma-separated scene ids (default: all)")
     args = ap.parse_args()
     if not DATA.is_dir():
@@ -83,7 +85,10 @@ def main() -> None:
             rp = cv2.resize(rp, size, interpolation=cv2.INTER_AREA)
             gt = cv2.resize(gt, size, interpolation=cv2.INTER_NEAREST)
         t = time.perf_counter()
-        res = estimate_dp_map(lp, rp, model=model, method=args.method, baseline=args.baseline)
+        res = estimate_dp_map(
+            lp, rp, model=model, method=args.method, baseline=args.baseline,
+            max_disparity=args.max_disparity, window=args.window,
+        )
         secs = time.perf_counter() - t
         valid = gt > 0
         rho = spearman(res.radius[valid], gt[valid])
@@ -95,7 +100,8 @@ def main() -> None:
     out = ROOT / "bench" / "results" / f"map_pixel4_{args.method}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
-        json.dumps({"method": args.method, "scale": args.scale, "rows": rows, "mean_spearman": mean}, indent=2) + "\n"
+        json.dumps({"method": args.method, "scale": args.scale, "max_disparity": args.max_disparity,
+                    "window": args.window, "rows": rows, "mean_spearman": mean}, indent=2) + "\n"
     )
 
 

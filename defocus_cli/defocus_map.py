@@ -91,8 +91,8 @@ def estimate_dp_map(
     device: "torch.device | str" = "cpu",
     precision: str = "fp32",
     tile: int | str = "auto",
-    max_disparity: int = 12,
-    window: int = 15,
+    max_disparity: int = 4,
+    window: int = 21,
 ) -> MapResult:
     """Signed CoC radius map from a DP pair.
 
@@ -104,7 +104,10 @@ def estimate_dp_map(
         method: ``"learned"`` or ``"classical"``.
         baseline: ``"h"``, ``"v"`` or ``"auto"`` (detected by block matching along both axes).
         device, precision, tile: passed to :func:`defocus_cli.runtime.run_engine` (learned only).
-        max_disparity, window: block-matching search range and window, px (classical only).
+        max_disparity, window: block-matching search range and window, px (classical only). The defaults
+            suit phone DP sensors (Pixel 4 validation: mean Spearman 0.50 vs ground truth; 0.43 with a range
+            of 6 px, as spurious matches grow with the range); raise ``max_disparity`` for large-sensor DP
+            (a disparity ``d`` px is a radius of ≈ 1.7 d px).
     Returns:
         :class:`MapResult` with ``radius`` float32 ``(H, W)``.
     """
@@ -240,6 +243,7 @@ def run_map(
     precision: str = "auto",
     tile: int | str = "auto",
     overwrite: bool = False,
+    max_disparity: int = 4,
 ) -> dict[str, Any]:
     """Estimate and write one defocus map (the ``defocus map`` command). Returns a JSON-ready summary.
 
@@ -255,6 +259,7 @@ def run_map(
         baseline: ``"auto"``, ``"h"`` or ``"v"`` (DP pairs).
         preview: optional colour-mapped PNG.
         overwrite: replace existing output/preview files (else :class:`OutputError`).
+        max_disparity: classical DP search range, px (see :func:`estimate_dp_map`).
     Raises:
         UsageError (exit 2), InputError/OutputError (exit 1), WeightsError (exit 3), DeviceError (exit 4).
     """
@@ -267,6 +272,8 @@ def run_map(
     _check_method(method)
     if baseline not in BASELINES:
         raise UsageError(f"--baseline must be h, v or auto, got {baseline!r}")
+    if max_disparity < 1:
+        raise UsageError(f"--max-disparity must be >= 1, got {max_disparity}")
     out = Path(output)
     fmt = map_io.map_format(out, fmt)
     if signed and fmt == "png16":
@@ -315,6 +322,7 @@ def run_map(
         res = estimate_dp_map(
             left.pixels, right.pixels, loaded, method=method, baseline=baseline,
             device=dev if dev is not None else "cpu", precision=prec or "fp32", tile=tile,
+            max_disparity=max_disparity,
         )
     else:
         from defocus_cli.photo_io import read_photo

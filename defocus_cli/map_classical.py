@@ -6,9 +6,10 @@ Dual-pixel pair (:func:`dp_radius_map`)
     so the two views are shifted against each other along the split (baseline) by an amount that grows with
     the circle of confusion, and the shift changes sign across the focal plane. Per pixel:
 
-    1. zero-mean normalised cross-correlation (ZNCC, box window ``window``) of the left view with the right view
-       shifted by each integer ``d`` in ``[-max_disparity, max_disparity]`` along the baseline (ZNCC ignores
-       the views' different vignetting gains); best ``d`` + parabola sub-pixel refinement;
+    1. both views band-passed (difference of Gaussians σ 0.7 − 3: sensor noise and the views' different
+       vignetting removed); zero-mean normalised cross-correlation (ZNCC, box window ``window``) of the left
+       view with the right view shifted by each integer ``d`` in ``[-max_disparity, max_disparity]`` along the
+       baseline; best ``d`` + parabola sub-pixel refinement;
     2. confidence = positive peak ZNCC² × local texture; low-confidence pixels are filled from confident ones
        by multi-scale normalised convolution, then a guided filter (the image as guide) aligns the map to edges;
     3. disparity → CoC radius with the Abuolaim DP kernel model (:mod:`defocus_cli.archs._dpkernels`, order 3,
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "to_gray",
     "detect_baseline",
+    "bandpass",
     "dp_disparity",
     "disparity_to_radius",
     "dp_radius_map",
@@ -73,7 +75,7 @@ def _shift_x(a: np.ndarray, d: int) -> np.ndarray:
 
 
 def dp_disparity(
-    left: np.ndarray, right: np.ndarray, *, max_disparity: int = 12, window: int = 15
+    left: np.ndarray, right: np.ndarray, *, max_disparity: int = 4, window: int = 21
 ) -> tuple[np.ndarray, np.ndarray]:
     """Horizontal disparity ``d`` with ``left(x) ≈ right(x - d)`` by ZNCC block matching.
 
@@ -134,16 +136,57 @@ def disparity_to_radius(disparity: np.ndarray) -> np.ndarray:
     return (np.sign(disparity) * r).astype(np.float32)
 
 
-def detect_baseline(left: np.ndarray, right: np.ndarray, *, max_disparity: int = 6, window: int = 15) -> str:
-    """``"h"`` or ``"v"``: the axis along which shifting the right view explains the left view better
-    (mean over the image of the best-ZNCC gain over no shift). Views: float ``(H, W)`` gray."""
-    step = max(1, int(max(left.shape) // 512))  # decimate large views: the answer is global
-    lf, rt = left[::step, ::step], right[::step, ::step]
+def bandpass(a: np.ndarray, fine: float = 0.7, coarse: float = 3.0) -> np.ndarray:
+    """Difference of Gaussians (σ ``fine`` − σ ``coarse``): removes sensor noise and the views' different
+    low-frequency shading (DP vignetting) before matching."""
+    import cv2
+
+    a = np.asarray(a, np.float32)
+    return cv2.GaussianBlur(a, (0, 0), fine) - cv2.GaussianBlur(a, (0, 0), coarse)
+
+
+def _shading_slopes(left: np.ndarray, right: np.ndarray) -> tuple[float, float]:
+    """Change of log(left / right) brightness across the image along x and along y (least-squares plane fit
+    on a heavily smoothed, downscaled ratio). DP half-apertures vignette in opposite directions along the
+    split, so real captures show a strong ratio gradient along the baseline."""
+    import cv2
+
+    h, w = left.shape
+    f = max(1, max(h, w) // 64)
+    small = (max(2, w // f), max(2, h // f))
+    lo = cv2.resize(left, small, interpolation=cv2.INTER_AREA)
+    ro = cv2.resize(right, small, interpolation=cv2.INTER_AREA)
+    floor = 1e-3 * max(float(lo.mean()), float(ro.mean()), 1e-6)
+    ok = (lo > floor) & (ro > floor)
+    if ok.sum() < 16:
+        return 0.0, 0.0
+    ratio = np.log(np.maximum(lo, floor)) - np.log(np.maximum(ro, floor))
+    yy, xx = np.mgrid[0 : small[1], 0 : small[0]].astype(np.float64)
+    a = np.stack([xx[ok] / small[0], yy[ok] / small[1], np.ones(int(ok.sum()))], 1)
+    coef, *_ = np.linalg.lstsq(a, ratio[ok].astype(np.float64), rcond=None)
+    return float(coef[0]), float(coef[1])
+
+
+def detect_baseline(left: np.ndarray, right: np.ndarray, *, max_disparity: int = 4, window: int = 15) -> str:
+    """``"h"`` or ``"v"``: the DP split direction of a pair of gray ``(H, W)`` views.
+
+    1. Shading: when log(left/right) changes across the image by more than 0.05 along one axis and at least
+       twice as much as along the other, that axis is the baseline (real DP captures; robust to noise).
+    2. Otherwise block matching: the axis along which shifting the right view explains the band-passed left
+       view with the higher mean confidence.
+    """
+    sx, sy = _shading_slopes(left, right)
+    if max(abs(sx), abs(sy)) > 0.05 and max(abs(sx), abs(sy)) >= 2 * min(abs(sx), abs(sy)):
+        axis = "h" if abs(sx) > abs(sy) else "v"
+        log.info("baseline from DP shading: %s (log-ratio slope x %.3f, y %.3f)", axis, sx, sy)
+        return axis
+    step = max(1, int(max(left.shape) // 768))  # decimate large views: the answer is global
+    lf, rt = bandpass(left[::step, ::step]), bandpass(right[::step, ::step])
     gains = {}
     for axis, (a, b) in {"h": (lf, rt), "v": (lf.T.copy(), rt.T.copy())}.items():
-        _d, conf = dp_disparity(a, b, max_disparity=max(1, max_disparity // step), window=window)
+        _d, conf = dp_disparity(a, b, max_disparity=max_disparity, window=window)
         gains[axis] = float(conf.mean())
-    log.info("baseline detection (mean confidence): h=%.4f v=%.4f", gains["h"], gains["v"])
+    log.info("baseline from matching (mean confidence): h=%.4f v=%.4f", gains["h"], gains["v"])
     return "h" if gains["h"] >= gains["v"] else "v"
 
 
@@ -197,12 +240,12 @@ def propagate(values: np.ndarray, weight: np.ndarray, guide: np.ndarray, *, scal
 
 
 def dp_radius_map(
-    left: np.ndarray, right: np.ndarray, *, max_disparity: int = 12, window: int = 15
+    left: np.ndarray, right: np.ndarray, *, max_disparity: int = 4, window: int = 21
 ) -> np.ndarray:
     """Signed CoC radius (px) ``(H, W)`` float32 from a DP pair with a **horizontal** baseline (transpose
     both views for a vertical one). Views: float ``(H, W[, C])``, any scale. See the module docstring."""
     lg, rg = to_gray(left), to_gray(right)
-    disp, conf = dp_disparity(lg, rg, max_disparity=max_disparity, window=window)
+    disp, conf = dp_disparity(bandpass(lg), bandpass(rg), max_disparity=max_disparity, window=window)
     dense = propagate(disp, conf, 0.5 * (lg + rg), scale=float(window))
     return disparity_to_radius(dense)
 

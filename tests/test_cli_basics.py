@@ -79,6 +79,24 @@ def test_deblur_help_lists_the_contract_options() -> None:
         assert opt in r.stdout, opt
 
 
+@pytest.mark.parametrize(("command", "suffix", "other"), [("deblur", "_sharp", "_deconv"),
+                                                         ("deconv", "_deconv", "_sharp")])
+def test_output_and_suffix_help_name_the_commands_own_default(command: str, suffix: str, other: str) -> None:
+    """`--output`/`--suffix` are defined once (cli/_common.py) but each command's help names its own suffix."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from defocus_cli.cli import app
+
+    r = CliRunner().invoke(app, [command, "--help"], env={"NO_COLOR": "1", "COLUMNS": "400", "TERM": "dumb"})
+    assert r.exit_code == 0
+    options = " ".join(line for line in r.stdout.splitlines() if line.startswith(("│", "|")))  # the option panels
+    flat = re.sub(r"[│|\s]+", " ", options)
+    assert f"Default: <stem>{suffix}.<ext>" in flat and f"(default {suffix} next to inputs" in flat
+    assert other not in flat
+
+
 def test_no_arguments_shows_usage_with_exit_2() -> None:
     from typer.testing import CliRunner
 

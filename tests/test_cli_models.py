@@ -205,9 +205,10 @@ def test_registered_project_weights_download_from_loopback_hub(tmp_path: Path) -
 def test_convert_calls_the_converter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
-    def fake_convert(src, dst, arch):  # noqa: ANN001, ANN202
-        calls.append((Path(src), Path(dst), arch))
+    def fake_convert(src, dst, arch, *, dtype="fp32", overwrite=True):  # noqa: ANN001, ANN202
+        calls.append((Path(src), Path(dst), arch, dtype, overwrite))
         Path(dst).write_bytes(b"x")
+        return {"sha256": f"feed{len(calls):060d}", "dtype": dtype}  # not the file's hash: must be reported as is
 
     monkeypatch.setitem(sys.modules, "defocus_cli.convert", types.SimpleNamespace(convert_checkpoint=fake_convert))
     src = tmp_path / "IFAN.pytorch"
@@ -215,9 +216,29 @@ def test_convert_calls_the_converter(tmp_path: Path, monkeypatch: pytest.MonkeyP
     dst = tmp_path / "ifan.safetensors"
     r = invoke("convert", str(src), "-o", str(dst), "--arch", "ifan")
     assert r.exit_code == 0, r.stderr
-    assert calls == [(src, dst, "ifan")]
-    assert invoke("convert", str(src), "-o", str(dst), "--arch", "ifan").exit_code == 1  # exists
+    assert calls == [(src, dst, "ifan", "fp32", False)]
+    assert f"feed{1:060d}" in r.stderr.replace("\n", "")
+    r = invoke("convert", str(src), "-o", str(dst), "--arch", "ifan", "--overwrite", "--fp16")
+    assert r.exit_code == 0, r.stderr
+    assert calls[-1] == (src, dst, "ifan", "fp16", True)
+    assert f"feed{2:060d}" in r.stderr.replace("\n", "") and "fp16" in r.stderr
     assert invoke("convert", str(src), "-o", str(tmp_path / "o.safetensors"), "--arch", "vgg").exit_code == 2
+    assert invoke("convert", str(src), "-o", str(tmp_path / "o.pth"), "--arch", "ifan").exit_code == 2
     assert invoke("convert", str(tmp_path / "none.pth"), "-o", str(tmp_path / "o.safetensors"),
                   "--arch", "ifan").exit_code == 1
-    assert len(calls) == 1
+    assert len(calls) == 2
+
+
+def test_convert_existing_output_and_bad_checkpoint_exit_1(tmp_path: Path) -> None:
+    """The real converter: DST exists without --overwrite → 1 and DST untouched; not a checkpoint → 1."""
+    src = tmp_path / "IFAN.pytorch"
+    src.write_bytes(b"not a pickle at all")
+    dst = tmp_path / "ifan.safetensors"
+    dst.write_bytes(b"old")
+    r = invoke("convert", str(src), "-o", str(dst), "--arch", "ifan")
+    assert r.exit_code == 1 and "--overwrite" in r.stderr
+    assert dst.read_bytes() == b"old"
+    r = invoke("convert", str(src), "-o", str(dst), "--arch", "ifan", "--overwrite")
+    assert r.exit_code == 1 and r.stderr.startswith("error: IFAN.pytorch")
+    assert dst.read_bytes() == b"old"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -42,7 +42,8 @@ class DefocusMapNet(nn.Module):
     """
 
     multiple_of: int = 16
-    #: context px per side a tile needs (eight stages through a 1/16 bottleneck; see DefocusGAN).
+    #: context px per side a tile needs: with the official-layout test weights 99.3% of an output pixel's
+    #: gradient mass lies within 64 px and 99.8% within 96 px (320x320 input).
     receptive_field: int = 96
     safe_precisions: tuple[str, ...] = ("fp32", "bf16", "fp16")
 

@@ -86,21 +86,35 @@ InputsArg = Annotated[
     typer.Argument(help="Image files, folders (see --recursive), or - for one image on stdin.", show_default=False,
                    metavar="INPUT..."),
 ]
-OutputOpt = Annotated[
-    Optional[str],
-    typer.Option(
-        "--output", "-o",
-        help="A file (one input), a folder (outputs keep their names and sub-folders), or - for stdout "
-        "(needs --format). Default: <stem>_sharp.<ext> next to each input.",
-        show_default=False,
-    ),
-]
+DEBLUR_SUFFIX = "_sharp"  # default output-name suffix of `deblur` (keep equal to batch_options' default)
+
+
+def output_option(default_suffix: str = DEBLUR_SUFFIX) -> Any:
+    """The shared ``--output/-o`` option, its help naming the command's default output name
+    (``<stem><default_suffix>.<ext>``). Use as a type alias: ``OutOpt = output_option("_deconv")``."""
+    return Annotated[
+        Optional[str],
+        typer.Option(
+            "--output", "-o",
+            help="A file (one input), a folder (outputs keep their names and sub-folders), or - for stdout "
+            f"(needs --format). Default: <stem>{default_suffix}.<ext> next to each input.",
+            show_default=False,
+        ),
+    ]
+
+
+def suffix_option(default_suffix: str = DEBLUR_SUFFIX) -> Any:
+    """The shared ``--suffix`` option, its help naming the command's default suffix."""
+    return Annotated[
+        Optional[str],
+        typer.Option("--suffix", help=f"Added to output file stems (default {default_suffix} next to inputs, "
+                     "none into -o FOLDER).", show_default=False),
+    ]
+
+
+OutputOpt = output_option(DEBLUR_SUFFIX)  # deblur's; other commands call output_option(<their suffix>)
 RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders of folder inputs.")]
-SuffixOpt = Annotated[
-    Optional[str],
-    typer.Option("--suffix", help="Added to output file stems (default _sharp next to inputs, none into -o FOLDER).",
-                 show_default=False),
-]
+SuffixOpt = suffix_option(DEBLUR_SUFFIX)
 FormatOpt = Annotated[
     str, typer.Option("--format", "-f", help="Output format: same (as each input), jpg, png, tif or webp.")
 ]
@@ -134,7 +148,7 @@ def batch_options(
     skip_existing: bool,
     strip_metadata: bool,
     max_pixels: Optional[int],
-    default_suffix: str = "_sharp",
+    default_suffix: str = DEBLUR_SUFFIX,
 ) -> Any:
     """Build :class:`defocus_cli.batch.BatchOptions` from the shared CLI options (imports the library)."""
     from defocus_cli.batch import BatchOptions

@@ -17,24 +17,26 @@ from defocus_cli.cli._common import (
     InputsArg,
     JsonOpt,
     MaxPixelsOpt,
-    OutputOpt,
     OverwriteOpt,
     QualityOpt,
     QuietOpt,
     RecursiveOpt,
     SkipExistingOpt,
     StripMetadataOpt,
-    SuffixOpt,
     VerboseOpt,
     batch_options,
     guarded,
+    output_option,
     setup_logging,
+    suffix_option,
 )
 
 METHOD_NAMES = ("wiener", "rl", "hyperlaplacian")
 KERNEL_NAMES = ("disc", "gaussian", "butterworth")
 MAP_EXTENSIONS = (".npy", ".tif", ".tiff", ".png")
 DEFAULT_SUFFIX = "_deconv"
+DeconvOutputOpt = output_option(DEFAULT_SUFFIX)
+DeconvSuffixOpt = suffix_option(DEFAULT_SUFFIX)
 
 EPILOG = (
     "Examples:  defocus deconv photo.jpg --method wiener --radius 3  (writes photo_deconv.jpg)  ·  "
@@ -62,7 +64,7 @@ def find_map(map_arg: Path, image: Optional[Path]) -> Path:
 
 def deconv(
     inputs: InputsArg,
-    output: OutputOpt = None,
+    output: DeconvOutputOpt = None,
     method: Annotated[
         str, typer.Option("--method", help="wiener, rl (Richardson–Lucy) or hyperlaplacian (Krishnan–Fergus).")
     ] = "wiener",
@@ -85,7 +87,7 @@ def deconv(
         int, typer.Option("--levels", min=1, max=64, help="Radius levels a --map is split into.")
     ] = 16,
     recursive: RecursiveOpt = False,
-    suffix: SuffixOpt = None,
+    suffix: DeconvSuffixOpt = None,
     fmt: FormatOpt = "same",
     quality: QualityOpt = 95,
     overwrite: OverwriteOpt = False,

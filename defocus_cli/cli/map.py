@@ -66,6 +66,10 @@ def map_command(
     baseline: Annotated[
         str, typer.Option("--baseline", help="Dual-pixel split direction: auto, h (left/right) or v (top/bottom).")
     ] = "auto",
+    max_disparity: Annotated[
+        int, typer.Option("--max-disparity", help="Classical DP: largest view shift searched, px (a shift of d px "
+                          "is a radius of about 1.7 d px; raise it for large-sensor cameras).")
+    ] = 4,
     preview: Annotated[
         Optional[str],
         typer.Option("--preview", help="Also write a colour-mapped 8-bit PNG to look at.", show_default=False),
@@ -103,6 +107,7 @@ def map_command(
             inputs, output, method=method, model_name=model, weights_file=weights, fmt=fmt, signed=signed,
             black_level=black_level, white_level=white_level, baseline=baseline, preview=preview,
             device=device, precision=precision, tile=tile_value, overwrite=overwrite,
+            max_disparity=max_disparity,
         )
     except DefocusError as e:
         if json_out and not isinstance(e, UsageError):

@@ -212,28 +212,35 @@ def convert(
     output: Annotated[Path, typer.Option("--output", "-o", help="Destination .safetensors file.")],
     arch: Annotated[str, typer.Option("--arch", help="Architecture: ifan | defocusgan | defocusgan-map.")],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace DST if it exists.")] = False,
+    fp16: Annotated[
+        bool, typer.Option("--fp16", help="Store floating-point tensors as float16 (half the size).")
+    ] = False,
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Convert an official upstream checkpoint into a safetensors file with our key names and metadata."""
+    """Convert an official upstream checkpoint into a safetensors file with our key names and metadata.
+
+    Exit codes: 0 written, 1 SRC missing/unreadable/incomplete or DST exists (without --overwrite) or
+    cannot be written, 2 unknown --arch or SRC is another architecture's checkpoint.
+    """
     setup_logging(verbose, quiet)
     from defocus_cli import registry
-    from defocus_cli.errors import InputError, OutputError, UsageError
+    from defocus_cli.errors import InputError, UsageError
 
+    # Cheap checks before torch is imported; convert_checkpoint repeats them and does the rest.
     if arch not in registry.ARCHS:
         raise UsageError(f"--arch {arch!r} is not known; expected one of {', '.join(registry.ARCHS)}")
-    if not src.is_file():
-        raise InputError(f"checkpoint {src} not found; expected an upstream .pth/.pytorch file")
-    if output.exists() and not overwrite:
-        raise OutputError(f"{output} exists; pass --overwrite to replace it")
     if output.suffix != ".safetensors":
         raise UsageError(f"-o {output}: expected a .safetensors file name")
+    if not src.is_file():
+        raise InputError(f"checkpoint {src} not found; expected an upstream .pth/.pytorch file")
     from defocus_cli.convert import convert_checkpoint
-    from defocus_cli.weights import sha256_file
 
-    convert_checkpoint(src, output, arch)
+    info = convert_checkpoint(src, output, arch, dtype="fp16" if fp16 else "fp32", overwrite=overwrite)
     if not quiet:
-        stderr_console().print(f"wrote {output} (arch {arch}, sha256 {sha256_file(output)})")
+        stderr_console().print(
+            f"wrote {output} (arch {arch}, {info.get('dtype', 'fp32')}, sha256 {info['sha256']})", soft_wrap=True
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -123,7 +123,7 @@ def critic_loss_wgan_gp(
     w = defocus_weight(coc, d_real.shape[-2:]) if coc is not None else torch.ones_like(d_real)
     gp = gradient_penalty(critic, real, fake)
     loss = (w * d_fake).mean() - (w * d_real).mean() + gp_weight * gp
-    return loss, {"d_real": float(d_real.mean()), "d_fake": float(d_fake.mean()), "gp": float(gp)}
+    return loss, {"d_real": d_real.mean().item(), "d_fake": d_fake.mean().item(), "gp": gp.item()}
 
 
 def generator_adv_loss(critic: nn.Module, fake: Tensor, coc: Tensor | None = None) -> Tensor:
