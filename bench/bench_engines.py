@@ -152,17 +152,17 @@ def section_bpp(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for name in args.engines:
         pts = []
-        for side in (384, 768):
+        for side in (768, 1448):
             r = C.run_child(HERE, ["--child", "engine", "--engine", name, "--precision", "fp32",
                                    "--size", f"{side}x{side}", "--reps", "0", "--tile", "0"])
             pts.append((side * side, r.get("peak_rss_mb", float("nan")), r))
         (p1, m1, _), (p2, m2, _) = pts
         bpp = (m2 - m1) * 1024 * 1024 / (p2 - p1)
-        rows.append({"engine": name, "rss_384_mb": m1, "rss_768_mb": m2, "bytes_per_pixel": bpp,
+        rows.append({"engine": name, "rss_768_mb": m1, "rss_1448_mb": m2, "bytes_per_pixel": bpp,
                      "gb_per_mp": bpp * 1e6 / 1e9})
         print(f"  {name}: {bpp:.0f} bytes/pixel", flush=True)
     print("\n### Peak RSS growth per pixel, whole image, fp32, tuned malloc\n")
-    print(C.table(rows, ["engine", "rss_384_mb", "rss_768_mb", "bytes_per_pixel", "gb_per_mp"]))
+    print(C.table(rows, ["engine", "rss_768_mb", "rss_1448_mb", "bytes_per_pixel", "gb_per_mp"]))
     return rows
 
 

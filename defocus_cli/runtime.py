@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from defocus_cli.errors import DeviceError, UsageError
-from defocus_cli.tiling import plan_tiles, round_up, run_tiled
+from defocus_cli.tiling import best_tile_for_area, plan_tiles, round_up, run_tiled
 
 log = logging.getLogger(__name__)
 
@@ -167,9 +167,10 @@ def min_tile(overlap: int, multiple_of: int) -> int:
 
 def auto_tile(
     module: Any, height: int, width: int, device: torch.device, precision: str, overlap: int, channels: int = 3
-) -> int:
-    """Tile size for ``tile="auto"``: 0 (whole image) when it fits the budget, else the largest square tile
-    (a multiple of the engine's ``multiple_of``, at least :func:`min_tile`) whose working memory fits."""
+) -> int | tuple[int, int]:
+    """Tile for ``tile="auto"``: 0 (whole image) when it fits the memory budget, else the ``(tile_h, tile_w)``
+    (multiples of the engine's ``multiple_of``, at least :func:`min_tile`) whose working memory fits and that
+    wastes the least work on overlaps (see :func:`defocus_cli.tiling.best_tile_for_area`)."""
     m = int(getattr(module, "multiple_of", 1) or 1)
     hp, wp = round_up(height, m), round_up(width, m)
     budget = memory_budget(device, height * width, channels)
@@ -181,11 +182,15 @@ def auto_tile(
             width, height, hp * wp * bpp / 1e9, budget / 1e9, device,
         )
         return 0
-    side = int(math.sqrt(max(max_pixels, 0))) // m * m
-    t = max(side, min_tile(overlap, m))
+    lo = min_tile(overlap, m)
+    if max_pixels < lo * lo:
+        t: int | tuple[int, int] = lo
+    else:
+        t = best_tile_for_area(height, width, max_pixels, overlap, m)
+        t = t if t != (0, 0) else 0
     log.info(
-        "tile auto: %d px tiles for %dx%d on %s (budget %.1f GB, ~%.0f bytes/pixel at %s)",
-        t, width, height, device, budget / 1e9, bpp, precision,
+        "tile auto: tiles of at most %s px for %dx%d on %s (budget %.1f GB, ~%.0f bytes/pixel at %s)",
+        "x".join(map(str, t)) if isinstance(t, tuple) else t, width, height, device, budget / 1e9, bpp, precision,
     )
     return t
 
@@ -211,15 +216,28 @@ def _free_device_memory(device: torch.device) -> None:
         torch.mps.empty_cache()
 
 
-def next_smaller_tile(current: int, height: int, width: int, overlap: int, multiple_of: int) -> int | None:
-    """The tile to retry with after an out-of-memory at ``current`` (0 = whole image): half the current
-    window side, rounded down to ``multiple_of``, not below :func:`min_tile`. None when already there."""
+def next_smaller_tile(
+    current: int | tuple[int, int], height: int, width: int, overlap: int, multiple_of: int
+) -> int | tuple[int, int] | None:
+    """The tile to retry with after an out-of-memory at ``current`` (0 = whole image): each side halved,
+    rounded down to ``multiple_of``, not below :func:`min_tile`. None when already at the minimum."""
     m = multiple_of
     lo = min_tile(overlap, m)
-    side = max(round_up(height, m), round_up(width, m)) if current == 0 else current
-    if side <= lo:
+    if current == 0:
+        side = max(round_up(height, m), round_up(width, m))
+        return None if side <= lo else max((side // 2) // m * m, lo)
+    if isinstance(current, tuple):
+        th, tw = current
+        if max(th, tw) <= lo:
+            return None
+        return (max((th // 2) // m * m, lo), max((tw // 2) // m * m, lo))
+    if current <= lo:
         return None
-    return max((side // 2) // m * m, lo)
+    return max((current // 2) // m * m, lo)
+
+
+def _tile_str(t: int | tuple[int, int]) -> str:
+    return "x".join(map(str, t)) if isinstance(t, tuple) else str(t)
 
 
 def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
@@ -281,8 +299,8 @@ def run_engine(
         overlap: context pixels per tile side; default ``module.receptive_field`` (0 if absent).
         fn: ``fn(module, tile) -> tile`` to call instead of ``module(tile)`` (e.g. ``defocus_map``).
         blend: raised-cosine band in pixels (see :func:`defocus_cli.tiling.run_tiled`); None = default.
-        info: if given, filled with what was done: ``tile`` (0 = whole image), ``overlap``, ``tiles``,
-            ``oom_retries``, ``precision``, ``device``.
+        info: if given, filled with what was done: ``tile`` (largest window side; 0 = whole image),
+            ``tile_hw`` ([h, w] of the windows), ``overlap``, ``tiles``, ``oom_retries``, ``precision``, ``device``.
         on_tile: progress callback ``(done, total)``.
 
     Returns:
@@ -309,12 +327,13 @@ def run_engine(
         raise UsageError(f"--overlap must be >= 0, got {overlap}")
     _, c, h, w = x.shape
     explicit = not (isinstance(tile, str) and tile.strip().lower() == "auto")
+    t: int | tuple[int, int] = 0
     if explicit:
         try:
             t = int(tile)
         except (TypeError, ValueError):
             raise UsageError(f"--tile must be auto, 0 or a positive number of pixels, got {tile!r}") from None
-        if t < 0:
+        if t < 0:  # type: ignore[operator]
             raise UsageError(f"--tile must be auto, 0 or a positive number of pixels, got {tile!r}")
     prepare_module(module, dev)
     if not explicit:
@@ -337,7 +356,7 @@ def run_engine(
             if not is_oom(e):
                 raise
             _free_device_memory(dev)
-            what = "the whole image" if t == 0 else f"tile {t}"
+            what = "the whole image" if t == 0 else f"tile {_tile_str(t)}"
             smaller = next_smaller_tile(t, h, w, ov, m)
             if explicit:
                 hint = f"--tile {smaller}" if smaller else "--device cpu"
@@ -347,15 +366,17 @@ def run_engine(
                 ) from None
             if smaller is None:
                 raise DeviceError(
-                    f"out of memory on {dev} even with the smallest tile {t} (overlap {ov}); "
+                    f"out of memory on {dev} even with the smallest tile {_tile_str(t)} (overlap {ov}); "
                     "free device memory, lower --overlap, or use --device cpu"
                 ) from None
             retries += 1
-            log.warning("out of memory on %s with %s; retrying with tile %d", dev, what, smaller)
+            log.warning("out of memory on %s with %s; retrying with tile %s", dev, what, _tile_str(smaller))
             t = smaller
     if info is not None:
         plan = plan_tiles(h, w, t, ov, m)
         info.update(
-            tile=t, overlap=ov, tiles=plan.count, oom_retries=retries, precision=precision, device=str(dev)
+            tile=0 if plan.count == 1 else max(plan.tile_h, plan.tile_w),
+            tile_hw=[plan.tile_h, plan.tile_w], overlap=ov, tiles=plan.count, oom_retries=retries,
+            precision=precision, device=str(dev),
         )
     return out

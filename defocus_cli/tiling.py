@@ -114,14 +114,16 @@ def _axis_origins(length: int, tile: int, overlap: int, m: int) -> tuple[tuple[i
     return origins, t
 
 
-def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple_of: int = 1) -> TilePlan:
+def plan_tiles(
+    height: int, width: int, tile: int | tuple[int, int], overlap: int, multiple_of: int = 1
+) -> TilePlan:
     """Plan overlapping, aligned windows covering a ``height`` × ``width`` image.
 
     Args:
         height, width: image size in pixels (≥ 1). It is rounded up to ``multiple_of`` (the padding that
             :func:`run_tiled` applies); the plan is for that padded size.
-        tile: requested window size in pixels; rounded **down** to a multiple of ``multiple_of``. ``0``
-            means one window covering the whole image.
+        tile: maximum window size in pixels, square (``int``) or ``(tile_h, tile_w)``; rounded **down** to a
+            multiple of ``multiple_of``. ``0`` means one window covering the whole image.
         overlap: context in pixels per side of a window that has a neighbour (≥ 0).
         multiple_of: alignment of window sizes and origins (≥ 1).
 
@@ -139,21 +141,66 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple_of: in
         raise UsageError(f"multiple_of must be >= 1, got {multiple_of}")
     if overlap < 0:
         raise UsageError(f"--overlap must be >= 0, got {overlap}")
-    if tile < 0:
+    tile_h, tile_w = (tile, tile) if isinstance(tile, int) else (int(tile[0]), int(tile[1]))
+    if tile_h < 0 or tile_w < 0 or (isinstance(tile, tuple) and 0 in (tile_h, tile_w)):
         raise UsageError(f"--tile must be 0 (whole image), 'auto' or a positive size, got {tile}")
     m = multiple_of
     hp, wp = round_up(height, m), round_up(width, m)
-    if tile == 0 or (tile >= hp and tile >= wp):
+    if tile_h == 0 or (tile_h >= hp and tile_w >= wp):
         return TilePlan(hp, wp, max(hp, wp), overlap, m, (0,), (0,), hp, wp)
-    t = tile // m * m
-    if t - 2 * overlap < m:
-        raise UsageError(
-            f"--tile {tile} leaves no core with --overlap {overlap} (context per side) at size multiple {m}; "
-            f"expected a tile of at least {round_up(2 * overlap + m, m)} or a smaller overlap"
-        )
-    ys, th = _axis_origins(hp, t, overlap, m)
-    xs, tw = _axis_origins(wp, t, overlap, m)
-    return TilePlan(hp, wp, t, overlap, m, ys, xs, th, tw)
+    for req, t in ((tile_h, tile_h // m * m), (tile_w, tile_w // m * m)):
+        if t - 2 * overlap < m:
+            raise UsageError(
+                f"--tile {req} leaves no core with --overlap {overlap} (context per side) at size multiple {m}; "
+                f"expected a tile of at least {round_up(2 * overlap + m, m)} or a smaller overlap"
+            )
+    ys, th = _axis_origins(hp, tile_h // m * m, overlap, m)
+    xs, tw = _axis_origins(wp, tile_w // m * m, overlap, m)
+    return TilePlan(hp, wp, max(tile_h, tile_w) // m * m, overlap, m, ys, xs, th, tw)
+
+
+def best_tile_for_area(height: int, width: int, max_pixels: float, overlap: int, multiple_of: int = 1) -> tuple[int, int]:
+    """The ``(tile_h, tile_w)`` whose windows hold at most ``max_pixels`` pixels each and push the fewest pixels
+    in total through the function (least overlap overhead). Tiles may be rectangular. Returns ``(0, 0)`` when
+    the whole (padded) image fits in ``max_pixels``; the smallest viable square tile when nothing fits."""
+    m = multiple_of
+    hp, wp = round_up(height, m), round_up(width, m)
+    if hp * wp <= max_pixels:
+        return (0, 0)
+    lo = round_up(2 * overlap + m, m)
+    best: tuple[float, int, int] | None = None
+    for n_y in range(1, hp // max(lo - 2 * overlap, m) + 2):
+        th = _min_size_for(hp, n_y, overlap, m)
+        if th is None:
+            continue
+        tw_max = int(max_pixels // th) // m * m
+        if tw_max < lo:
+            continue
+        p = plan_tiles(hp, wp, (th, min(tw_max, wp)), overlap, m)
+        if p.tile_h * p.tile_w > max_pixels:
+            continue
+        cost = p.count * p.tile_h * p.tile_w
+        if best is None or cost < best[0]:
+            best = (cost, p.tile_h, p.tile_w if len(p.xs) > 1 else tw_max)
+        if n_y > 1 and th <= lo:
+            break
+    if best is None:
+        return (lo, lo)
+    return best[1], best[2]
+
+
+def _min_size_for(length: int, n: int, overlap: int, m: int) -> int | None:
+    """Smallest aligned window size for which ``n`` windows cover ``length`` (None if ``n`` is too many)."""
+    if n == 1:
+        return length
+    t = max(round_up(-(-(length + 2 * overlap * (n - 1)) // n), m), round_up(2 * overlap + m, m))
+    while t < length:
+        step = (t - 2 * overlap) // m * m
+        if step >= m and (n - 1) * step >= length - t:
+            origins_n = len(_axis_origins(length, t, overlap, m)[0])
+            return t if origins_n == n else None
+        t += m
+    return None
 
 
 def _ramp_weights(length: int, lo_edge: bool, hi_edge: bool, overlap: int, blend: int) -> torch.Tensor:
@@ -208,7 +255,7 @@ TileFn = Callable[[torch.Tensor], torch.Tensor]
 def run_tiled(
     fn: TileFn,
     x: torch.Tensor,
-    tile: int,
+    tile: int | tuple[int, int],
     overlap: int,
     multiple_of: int = 1,
     *,
@@ -221,7 +268,8 @@ def run_tiled(
         fn: maps a tile ``(N, C, h, w)`` float32 CPU to ``(N, C_out, h, w)`` (any device/dtype; the result
             is brought back to float32 on the host). ``C_out`` may differ from ``C`` (e.g. 1 for maps).
         x: ``(N, C, H, W)`` float tensor on the host (CPU). Values are passed through unchanged.
-        tile: window size in pixels (rounded down to ``multiple_of``); ``0`` = whole image in one call.
+        tile: maximum window size in pixels, square or ``(tile_h, tile_w)`` (rounded down to
+            ``multiple_of``); ``0`` = whole image in one call.
         overlap: context in pixels per interior tile side (≥ the function's receptive field for exactness).
         multiple_of: size multiple the function needs; the image is reflect-padded to it and cropped back.
         blend: width of the raised-cosine cross-fade in pixels (0 = pure overlap-crop, ``None`` =

@@ -149,11 +149,12 @@ def test_auto_tile_whole_image_when_it_fits(monkeypatch: pytest.MonkeyPatch) -> 
     eng = _Engine()
     monkeypatch.setattr(runtime, "memory_budget", lambda *a, **k: 10**12)
     assert runtime.auto_tile(eng, 1120, 1680, torch.device("cpu"), "fp32", 4) == 0
-    monkeypatch.setattr(runtime, "memory_budget", lambda *a, **k: 3000 * 300 * 300)
-    t = runtime.auto_tile(eng, 1120, 1680, torch.device("cpu"), "fp32", 4)
-    assert t % 8 == 0 and runtime.min_tile(4, 8) <= t <= 300
-    # reduced precision needs less memory per pixel: larger tile for the same budget
-    assert runtime.auto_tile(eng, 1120, 1680, torch.device("cpu"), "bf16", 4) > t
+    monkeypatch.setattr(runtime, "memory_budget", lambda *a, **k: runtime.DEFAULT_BYTES_PER_PIXEL * 300 * 300)
+    th, tw = runtime.auto_tile(eng, 1120, 1680, torch.device("cpu"), "fp32", 4)
+    assert th % 8 == 0 and tw % 8 == 0 and th * tw <= 300 * 300 and min(th, tw) >= runtime.min_tile(4, 8)
+    # reduced precision needs less memory per pixel: larger tiles for the same budget
+    th2, tw2 = runtime.auto_tile(eng, 1120, 1680, torch.device("cpu"), "bf16", 4)
+    assert th2 * tw2 > th * tw
     monkeypatch.setattr(runtime, "memory_budget", lambda *a, **k: 1)
     assert runtime.auto_tile(eng, 1120, 1680, torch.device("cpu"), "fp32", 4) == runtime.min_tile(4, 8)
 
@@ -175,6 +176,8 @@ def test_next_smaller_tile_halves_down_to_minimum() -> None:
         seq.append(n)
     assert seq[1] == 752 and seq[-1] == runtime.min_tile(16, 8)
     assert all(a > b for a, b in zip(seq[1:], seq[2:]))
+    assert runtime.next_smaller_tile((400, 900), 1000, 1500, 16, 8) == (200, 448)
+    assert runtime.next_smaller_tile((96, 96), 1000, 1500, 16, 8) is None
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from defocus_cli.errors import UsageError
-from defocus_cli.tiling import pad_to_multiple, plan_tiles, run_tiled, tile_weights
+from defocus_cli.tiling import best_tile_for_area, pad_to_multiple, plan_tiles, run_tiled, tile_weights
 
 
 def _conv_stack(in_ch: int = 3, out_ch: int = 3, seed: int = 0) -> tuple[nn.Module, int]:
@@ -194,3 +194,30 @@ def test_progress_callback_counts_tiles() -> None:
     calls: list[tuple[int, int]] = []
     run_tiled(lambda t: t, torch.rand(1, 1, 64, 64), 32, 4, 1, on_tile=lambda d, n: calls.append((d, n)))
     assert calls[-1][0] == calls[-1][1] == len(calls) > 1
+
+
+def test_rectangular_tiles() -> None:
+    plan = plan_tiles(300, 1000, (320, 200), 16, 8)
+    assert len(plan.ys) == 1 and plan.tile_h == 304 and len(plan.xs) > 1 and plan.tile_w <= 200
+    x = torch.rand(1, 3, 300, 1000)
+    torch.testing.assert_close(run_tiled(lambda t: t, x, (320, 200), 16, 8), x)
+    with pytest.raises(UsageError):
+        plan_tiles(300, 1000, (320, 0), 16, 8)
+
+
+@pytest.mark.parametrize(
+    "h,w,budget,overlap,m",
+    [(4000, 6000, 3.5e6, 128, 8), (1120, 1680, 1.0e6, 128, 8), (300, 6000, 3e5, 32, 8), (777, 555, 2e5, 20, 16)],
+)
+def test_best_tile_for_area_fits_budget_and_beats_square(h: int, w: int, budget: float, overlap: int, m: int) -> None:
+    th, tw = best_tile_for_area(h, w, budget, overlap, m)
+    plan = plan_tiles(h, w, (th, tw), overlap, m)
+    assert plan.tile_h * plan.tile_w <= budget
+    assert plan.tile_h % m == 0 and plan.tile_w % m == 0
+    side = int(budget**0.5) // m * m
+    square = plan_tiles(h, w, side, overlap, m)
+    assert plan.count * plan.tile_h * plan.tile_w <= square.count * square.tile_h * square.tile_w
+
+
+def test_best_tile_for_area_whole_image_when_it_fits() -> None:
+    assert best_tile_for_area(100, 200, 1e6, 16, 8) == (0, 0)

@@ -45,6 +45,7 @@ class DefocusMapNet(nn.Module):
     #: context px per side a tile needs: with the official-layout test weights 99.3% of an output pixel's
     #: gradient mass lies within 64 px and 99.8% within 96 px (320x320 input).
     receptive_field: int = 96
+    #: CPU autocast vs fp32 on the test vector (radius in px): fp16 max |Δ| 0.02 px, bf16 0.19 px (mean 0.03).
     safe_precisions: tuple[str, ...] = ("fp32", "bf16", "fp16")
 
     def __init__(self, channels: int = 64, kernel_sizes: Sequence[int] = (1, 4, 4, 7)) -> None:
