@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -24,6 +25,17 @@ def _few_threads() -> None:
     except ImportError:  # pragma: no cover
         return
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def _reset_library_logging() -> "object":
+    """CLI tests call setup_logging(), which sets the ``defocus_cli`` logger level (e.g. ERROR for -q) and
+    attaches a handler to the then-current stderr; undo that so later tests see default logging."""
+    yield
+    lg = logging.getLogger("defocus_cli")
+    lg.setLevel(logging.NOTSET)
+    for h in list(lg.handlers):
+        lg.removeHandler(h)
 
 
 # ------------------------------------------------------------------------------------------------------
