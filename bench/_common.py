@@ -91,7 +91,8 @@ def count_macs(module: Any, height: int = 256, width: int = 256) -> float:
         else:
             total += out.numel() * (mod.in_channels // mod.groups) * k
 
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    convs = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    handles = [m.register_forward_hook(hook) for m in convs]
     try:
         with torch.inference_mode():
             module(torch.rand(1, 3, height, width))

@@ -140,11 +140,14 @@ def section_macs(args: argparse.Namespace) -> list[dict[str, Any]]:
         rows.append({
             "engine": name, "params_M": params / 1e6, "gmac_per_mp": macs / (256 * 256) * 1e6 / 1e9,
             "gmac_per_mp_hooks": hooked / (256 * 256) * 1e6 / 1e9,
-            "multiple_of": getattr(module, "multiple_of", None), "receptive_field": getattr(module, "receptive_field", None),
+            "multiple_of": getattr(module, "multiple_of", None),
+            "receptive_field": getattr(module, "receptive_field", None),
+            "bytes_per_pixel": getattr(module, "bytes_per_pixel", None),
             "safe_precisions": ",".join(getattr(module, "safe_precisions", ())),
         })
-    print("\n### MACs per megapixel at 256x256: all conv/matmul ops (FlopCounterMode) and Conv2d/ConvTranspose2d hooks\n")
-    print(C.table(rows, ["engine", "params_M", "gmac_per_mp", "gmac_per_mp_hooks", "multiple_of", "receptive_field", "safe_precisions"]))
+    print("\n### MACs per megapixel at 256x256: all conv/matmul ops (FlopCounterMode), Conv2d/ConvTranspose2d hooks\n")
+    print(C.table(rows, ["engine", "params_M", "gmac_per_mp", "gmac_per_mp_hooks", "multiple_of", "receptive_field",
+                         "bytes_per_pixel", "safe_precisions"]))
     return rows
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -198,7 +199,9 @@ def test_is_oom(exc: BaseException, expected: bool) -> None:
 # ---------------------------------------------------------------- run_engine
 
 
-def _oom_above(limit_pixels: int, seen: list[tuple[int, int]], use_runtime_error: bool = False):  # type: ignore[no-untyped-def]
+def _oom_above(
+    limit_pixels: int, seen: list[tuple[int, int]], use_runtime_error: bool = False
+) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
     def fn(module: nn.Module, t: torch.Tensor) -> torch.Tensor:
         seen.append(tuple(t.shape[-2:]))
         if t.shape[-1] * t.shape[-2] > limit_pixels:

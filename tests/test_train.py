@@ -149,3 +149,21 @@ def test_cli_train_sftnet_tiny(tiny_cache: Path, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["steps"] == 2 and Path(summary["out"]).exists()
+
+
+def test_evaluate_for_card_reports_input_and_output(tmp_path: Path) -> None:
+    from defocus_cli.archs.sftnet import SFTNet
+    from defocus_cli.train.common import evaluate_for_card
+
+    for n in ("a", "b"):
+        _write(tmp_path / "v" / "input" / f"{n}.png", _texture(1, 40, 48))
+        _write(tmp_path / "v" / "target" / f"{n}.png", _texture(2, 40, 48))
+    for i in range(4):
+        _write(tmp_path / "ph" / f"p{i}.png", _texture(10 + i, 80, 80))
+    res = evaluate_for_card(SFTNet(), tmp_path / "v", tmp_path / "ph", use_lpips=True,
+                            syn_params={"n": 2, "seed": 1, "patch": 48, "coc_scale": 3.0})
+    lf, syn = res["lfdof"], res["synthetic"]
+    assert lf["n"] == 2 and syn["n"] == 2
+    # the untrained SFT-net is the identity, so output and input scores agree
+    assert abs(lf["psnr"] - lf["input_psnr"]) < 0.2 and abs(syn["lpips"] - syn["input_lpips"]) < 0.02
+    assert syn["map_mae_px"] >= 0

@@ -247,8 +247,9 @@ class DefocusGAN(nn.Module):
     #: fast: with the official-layout test weights, 99.0% of the gradient mass of an output pixel lies within
     #: 64 px and 99.8% within 128 px (384x384 input, Chebyshev radius). Re-measure with trained weights.
     receptive_field: int = 128
-    #: Peak working memory of a whole-image fp32 forward on CPU, bytes per input pixel (measured 2643 by
-    #: bench/bench_engines.py --sections bpp, plus ~10%); runtime.run_engine sizes tile='auto' from it.
+    #: Peak RSS growth of a whole-image fp32 forward on CPU with the tuned allocator, bytes per input pixel
+    #: (slope 3009 at 0.6-2.1 MP by bench/bench_engines.py --sections bpp; 2770 in a 1680x1120 run);
+    #: tile="auto" uses it.
     bytes_per_pixel: int = 2900
     #: CPU autocast vs fp32 on the 96x112 test vector (official-layout test weights): fp16 max |Δ| 0.003,
     #: bf16 0.023 (mean 0.0014); outputs stay finite (sigmoid-bounded).

@@ -140,9 +140,9 @@ class IFAN(nn.Module):
     #: (filter branch ~278 px + 17 IAC iterations x 8 px + decoder ~100 px), far more than any practical overlap;
     #: the influence decays fast, and 128 px keeps tiled output close to whole-image output (tiling.py blends).
     receptive_field: int = 128
-    #: Peak working memory of a whole-image fp32 forward on CPU, bytes per input pixel (measured 589 by
-    #: bench/bench_engines.py --sections bpp, plus ~10%); runtime.run_engine sizes tile='auto' from it.
-    bytes_per_pixel: int = 650
+    #: Peak RSS growth of a whole-image fp32 forward on CPU with the tuned allocator, bytes per input pixel
+    #: (measured 1184 at 0.6-2.1 MP by bench/bench_engines.py --sections bpp, plus ~10%); tile='auto' uses it.
+    bytes_per_pixel: int = 1300
     #: Precisions the runtime may choose; bf16 pending measurement with trained weights.
     safe_precisions: tuple[str, ...] = ("fp32", "bf16")
 

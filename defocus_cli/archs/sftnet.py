@@ -166,9 +166,9 @@ class SFTNet(nn.Module):
 
     multiple_of: int = 4
     receptive_field: int = 160
-    #: Peak working memory of a whole-image fp32 forward on CPU, bytes per input pixel (measured 499 by
-    #: bench/bench_engines.py --sections bpp, plus ~10%); runtime.run_engine sizes tile='auto' from it.
-    bytes_per_pixel: int = 550
+    #: Peak RSS growth of a whole-image fp32 forward on CPU with the tuned allocator, bytes per input pixel
+    #: (measured 559 at 0.6-2.1 MP by bench/bench_engines.py --sections bpp, plus ~10%); tile='auto' uses it.
+    bytes_per_pixel: int = 620
     safe_precisions: tuple[str, ...] = ("fp32", "bf16", "fp16")
 
     def __init__(self, ch: int = 64, n_blocks: int = 8, cond_ch: int = 32, map_ch: int = 32,

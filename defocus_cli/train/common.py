@@ -245,9 +245,10 @@ SYN_TEST: dict[str, Any] = {"n": 32, "seed": 1234, "patch": 256, "coc_scale": 1.
 @torch.no_grad()
 def evaluate_for_card(module: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor],
                       lfdof_root: str | Path | None, photos_root: str | Path | None,
-                      use_lpips: bool = True) -> dict[str, Any]:
+                      use_lpips: bool = True, syn_params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Scores for a model card: LFDOF (full images, 8-bit rounded output) and the :data:`SYN_TEST` synthetic
-    set — mean PSNR / SSIM / LPIPS of the output and of the blurry input. ``module``: engine contract."""
+    set (``syn_params`` overrides it) — mean PSNR / SSIM / LPIPS of the output and of the blurry input, and
+    the map MAE (px) when ``module`` has ``defocus_map``. ``module``: engine contract."""
     from defocus_cli import metrics
     from defocus_cli.data import lfdof_pairs, synthetic_test_set
 
@@ -278,12 +279,13 @@ def evaluate_for_card(module: torch.nn.Module | Callable[[torch.Tensor], torch.T
         pairs = [(inp, run_one(inp), tgt) for _, inp, tgt in lfdof_pairs(lfdof_root)]
         out["lfdof"] = {**score(pairs), "n": len(pairs)}
     if photos_root is not None:
-        syn = synthetic_test_set(photos=photos_root, **SYN_TEST)
+        sp = dict(syn_params or SYN_TEST)
+        syn = synthetic_test_set(photos=photos_root, **sp)
         pairs = []
         for i in range(syn["blur"].shape[0]):
             inp = syn["blur"][i].permute(1, 2, 0).numpy()
             pairs.append((inp, run_one(inp), syn["sharp"][i].permute(1, 2, 0).numpy()))
-        out["synthetic"] = {**score(pairs), "n": len(pairs), **SYN_TEST}
+        out["synthetic"] = {**score(pairs), **sp}
         if hasattr(module, "defocus_map"):
             maes = [float((module.defocus_map(syn["blur"][i:i + 1]) - syn["coc"][i:i + 1].abs()).abs().mean())
                     for i in range(syn["blur"].shape[0])]

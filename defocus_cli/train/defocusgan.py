@@ -119,7 +119,7 @@ def train(opts: Any) -> dict[str, Any]:
         return summary
     summary = train_config(config_from_options(opts))
     summary["steps"] = summary.pop("step")
-    summary["out"] = str(opts.resolved_out())
+    summary["out"] = str(opts.resolved_out()) if summary.get("exported") else None
     return summary
 
 
@@ -263,7 +263,12 @@ def train_config(cfg: GANTrainConfig) -> dict[str, Any]:
         elif run.due():
             checkpoint()
     checkpoint()
-    return {"step": step, "best_val_psnr": best, "seconds": time.monotonic() - t0}
+    exported = bool(cfg.export) and best > -math.inf and Path(cfg.export).exists()
+    if cfg.export and not cfg.val_root:  # nothing to select by: export the final weights
+        export_safetensors(gen, cfg.export, arch="defocusgan", steps=step, notes="final weights (no validation)")
+        exported = True
+    return {"step": step, "best_val_psnr": best if math.isfinite(best) else None,
+            "seconds": time.monotonic() - t0, "exported": exported}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

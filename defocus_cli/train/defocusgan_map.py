@@ -98,20 +98,24 @@ def map_loss(pred: torch.Tensor, b: dict[str, torch.Tensor], bank_l: nn.Module, 
 @torch.no_grad()
 def coc_error(model: nn.Module, test: dict[str, torch.Tensor], chunk: int = 4) -> dict[str, float]:
     """Mean absolute error (px) of the signed map ``model(left, right)`` against ``test["coc"]`` (and of its
-    magnitude, and the sign agreement where ``|coc| ≥ 1``), over a stacked test set ``(n, C, P, P)``."""
+    magnitude, and the sign agreement where ``|coc| ≥ 1``), over a stacked test set ``(n, C, P, P)``.
+    Baselines: ``zero_map_mae_px`` (predicting 0 everywhere) and ``mean_abs_dev_px`` (predicting each chunk's
+    true mean)."""
     model.eval()
-    abs_err, mag_err, sign_ok, sign_n, base = [], [], 0.0, 0.0, []
+    abs_err, mag_err, sign_ok, sign_n, base, zero = [], [], 0.0, 0.0, [], []
     for i in range(0, test["coc"].shape[0], chunk):
         pred = model(test["left"][i:i + chunk], test["right"][i:i + chunk])
         gt = test["coc"][i:i + chunk]
         abs_err.append((pred - gt).abs().mean().item())
         mag_err.append((pred.abs() - gt.abs()).abs().mean().item())
         base.append((gt - gt.mean()).abs().mean().item())
+        zero.append(gt.abs().mean().item())
         m = gt.abs() >= 1
         sign_ok += ((pred.sign() == gt.sign()) & m).sum().item()
         sign_n += m.sum().item()
     return {"coc_mae_px": sum(abs_err) / len(abs_err), "coc_abs_mae_px": sum(mag_err) / len(mag_err),
-            "sign_acc": sign_ok / max(sign_n, 1.0), "mean_abs_dev_px": sum(base) / len(base)}
+            "sign_acc": sign_ok / max(sign_n, 1.0), "mean_abs_dev_px": sum(base) / len(base),
+            "zero_map_mae_px": sum(zero) / len(zero)}
 
 
 def train_config(cfg: MapTrainConfig) -> dict[str, Any]:

@@ -198,7 +198,7 @@ def train(opts: Any) -> dict[str, Any]:
     cfg = opts if isinstance(opts, IFANTrainConfig) else config_from_options(opts)
     summary = train_config(cfg)
     summary["steps"] = summary.pop("step")
-    summary["out"] = cfg.export
+    summary["out"] = cfg.export if summary.get("exported") else None
     return summary
 
 
@@ -302,7 +302,12 @@ def train_config(cfg: IFANTrainConfig) -> dict[str, Any]:
         elif run.due():
             checkpoint()
     checkpoint()
-    return {"step": step, "best_val_psnr": best, "seconds": time.monotonic() - t0}
+    exported = bool(cfg.export) and best > -math.inf and Path(cfg.export).exists()
+    if cfg.export and not cfg.val_root:  # nothing to select by: export the final weights
+        export_safetensors(model, cfg.export, arch="ifan", steps=step, notes="final weights (no validation)")
+        exported = True
+    return {"step": step, "best_val_psnr": best if math.isfinite(best) else None,
+            "seconds": time.monotonic() - t0, "exported": exported}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
