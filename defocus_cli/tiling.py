@@ -306,6 +306,13 @@ def run_tiled(
         "tiling %dx%d (padded %dx%d) into %d tiles of %dx%d, overlap %d, blend %d (%.2fx pixels)",
         w, h, plan.width, plan.height, plan.count, plan.tile_w, plan.tile_h, overlap, b, plan.processed_fraction,
     )
+    if plan.processed_fraction > 3.0:
+        log.warning(
+            "tile %d with overlap %d processes %.1fx the image's pixels (each tile keeps only a %dx%d core); "
+            "a larger --tile or a smaller --overlap would be much faster",
+            plan.tile, overlap, plan.processed_fraction,
+            max(plan.tile_h - 2 * overlap, 0), max(plan.tile_w - 2 * overlap, 0),
+        )
     acc: torch.Tensor | None = None
     wsum = torch.zeros(plan.height, plan.width, dtype=torch.float32)
     for i, (y0, y1, x0, x1) in enumerate(plan.windows()):

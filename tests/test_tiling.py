@@ -221,3 +221,14 @@ def test_best_tile_for_area_fits_budget_and_beats_square(h: int, w: int, budget:
 
 def test_best_tile_for_area_whole_image_when_it_fits() -> None:
     assert best_tile_for_area(100, 200, 1e6, 16, 8) == (0, 0)
+
+
+def test_wasteful_tiling_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="defocus_cli.tiling"):
+        run_tiled(lambda t: t, torch.rand(1, 1, 64, 64), 64, 4, 1)
+    assert "larger --tile" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="defocus_cli.tiling"):
+        run_tiled(lambda t: t, torch.rand(1, 1, 100, 100), 40, 16, 1)
+    assert "larger --tile" in caplog.text
