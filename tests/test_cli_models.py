@@ -184,8 +184,8 @@ def test_registered_project_weights_download_from_loopback_hub(tmp_path: Path) -
     """Every model of the shipped registry, served from weights/, downloads into HF_HOME."""
     models, _ = registry.read_registry(registry.REGISTRY_FILE)
     present = [(m, ROOT / "weights" / m.filename) for m in models if (ROOT / "weights" / m.filename).is_file()]
-    if not models or len(present) < len(models):
-        pytest.skip("the shipped registry is empty or its files are not all in weights/ (not trained yet)")
+    assert models, "the shipped registry lists no models"
+    assert len(present) == len(models), f"registered files missing from weights/: {[m.filename for m in models]}"
     with FakeHub() as hub:
         for spec, path in present:
             hub.add_spec(spec, path.read_bytes())

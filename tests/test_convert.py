@@ -41,7 +41,7 @@ def _official(tmp_path: Path, kind: str, name: str) -> Path:
 @pytest.fixture(scope="module")
 def ifan_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not MAKER.is_file():
-        pytest.skip(f"needs {MAKER}")
+        pytest.skip(f"needs the development checkpoint maker {MAKER} (../shared is not part of a user's clone)")
     return _official(tmp_path_factory.mktemp("ifan"), "ifan", "IFAN.pytorch")
 
 
