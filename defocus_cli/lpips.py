@@ -106,7 +106,9 @@ class LPIPSAlex(nn.Module):
             if pool:
                 h = F.max_pool2d(h, kernel_size=3, stride=2)
             h = F.relu(conv(h), inplace=True)
-            norm = torch.linalg.vector_norm(h, dim=1, keepdim=True).add_(EPS)
+            # out-of-place ``+ EPS``: vector_norm saves its output for backward, so an in-place add would
+            # break autograd (same values either way)
+            norm = torch.linalg.vector_norm(h, dim=1, keepdim=True) + EPS
             out.append(h / norm)
         return out
 

@@ -460,11 +460,14 @@ def load_model(
         task: ``"deblur"`` or ``"map"``; the model must be of this task.
 
     Returns:
-        :class:`LoadedModel` with ``module`` in eval mode, float32, on CPU.
+        :class:`LoadedModel` with ``module`` in eval mode, float32, on CPU. A network with a
+        ``configure_from_metadata(meta)`` method gets the file's safetensors metadata after loading (IFAN reads
+        its defocus-map scale ``dme_to_coc`` from it).
 
     Raises:
         UsageError: unknown model name, or a model of another task.
-        WeightsError: weights unavailable, corrupt, without arch metadata, or not matching the network.
+        WeightsError: weights unavailable, corrupt, without arch metadata, not matching the network, or with
+            metadata the network rejects.
     """
     if task not in registry.TASKS:
         raise UsageError(f"unknown task {task!r}; expected one of {', '.join(registry.TASKS)}")
@@ -513,6 +516,13 @@ def load_model(
     if problem:
         raise WeightsError(f"{path} does not fit the {arch!r} network: {problem}")
     module.load_state_dict(state, strict=True)
+    # settings a file records beside its tensors (e.g. IFAN's CoC-per-DME factor of its defocus map)
+    configure = getattr(module, "configure_from_metadata", None)
+    if callable(configure):
+        try:
+            configure(read_metadata(path))
+        except ValueError as e:
+            raise WeightsError(f"{path}: {e}") from None
     module = module.to(dtype=torch.float32).eval()
     log.info("loaded %s (%s) from %s", model_name, arch, path)
     return LoadedModel(module=module, name=model_name, arch=arch, sha256=digest, path=path, spec=spec)

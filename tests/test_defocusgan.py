@@ -227,9 +227,51 @@ def test_blur_kernel_bank_blends_levels() -> None:
     assert torch.equal(at0, sharp)  # level 0 is the identity
     torch.testing.assert_close(at25, 0.5 * (at2 + at3))
     assert float(at3.sum()) == pytest.approx(1.0, abs=1e-5)
-    # the impulse response at radius 3 is the (flipped) level-3 kernel
-    k = bank.pos[3, 0]
+    # the impulse response at radius 3 is the level-3 kernel (a convolution; the conv2d weight is it rotated)
+    k = bank.kernel(3)
     s = k.shape[-1] // 2
-    torch.testing.assert_close(at3[0, 0, 16 - s : 16 + s + 1, 16 - s : 16 + s + 1], k.flip(0, 1))
+    torch.testing.assert_close(at3[0, 0, 16 - s : 16 + s + 1, 16 - s : 16 + s + 1], k)
+    torch.testing.assert_close(k, bank.pos[3, 0].flip(0, 1))
+    kl = BlurKernelBank(levels=6, view="left").kernel(3, negative=True)  # asymmetric: orientation matters
+    o = (kl.shape[-1] - kernel_size(3)) // 2
+    torch.testing.assert_close(kl[o:-o, o:-o].double(), torch.from_numpy(dp_kernels(-3)[1]), atol=1e-7, rtol=0)
     with pytest.raises(ValueError):
         BlurKernelBank(view="up")
+
+
+def _x_centroid(img: torch.Tensor) -> float:
+    w = img.double().sum(dim=tuple(range(img.ndim - 1)))
+    return float((w * torch.arange(w.shape[0], dtype=torch.float64)).sum() / w.sum())
+
+
+@pytest.mark.parametrize("coc", [4.0, -4.0, 7.0, -7.0])
+def test_blur_kernel_bank_views_match_the_data_generator(coc: float) -> None:
+    """``view="left"`` re-blurs towards the *left* view of the synthetic DP generator (defocus_cli.data), not the
+    right one: the bank filters by convolution with the DP kernel, like the generator (point source + texture,
+    both signs of the CoC, direction of the shift)."""
+    from defocus_cli.data.synth import layered_dp_blur
+
+    s, c = 64, 32
+    torch.manual_seed(0)
+    point = torch.zeros(1, 1, s, s, dtype=torch.float32)
+    point[..., c, c] = 1.0
+    texture = torch.zeros(1, 1, s, s)
+    texture[..., 16:48, 16:48] = torch.rand(1, 1, 32, 32)  # zero border: no wrap / replicate-pad effects
+    coc_map = torch.full((1, 1, s, s), coc)
+    banks = {v: BlurKernelBank(levels=9, view=v) for v in ("combined", "left", "right")}
+    for img in (point, texture):
+        # generator: (combined, left, right) views of a constant-CoC image (circular FFT convolution)
+        views = layered_dp_blur(img[0].expand(3, s, s).contiguous(), coc_map[0, 0], 3, 2.5, 0.1)[:, 0]
+        with torch.no_grad():
+            out = {v: bank(img, coc_map)[0, 0] for v, bank in banks.items()}
+        for j, v in enumerate(("combined", "left", "right")):
+            torch.testing.assert_close(out[v], views[j], atol=1e-5, rtol=0)
+    # the point source's left and right images shift in opposite directions, and flip with the CoC's sign:
+    # the left kernel leans towards +x (ramp 0 → 1 across columns) for coc > 0
+    with torch.no_grad():
+        dl = _x_centroid(banks["left"](point, coc_map)[0, 0]) - c
+        dr = _x_centroid(banks["right"](point, coc_map)[0, 0]) - c
+    _k, lk, _rk = dp_kernels(coc)
+    expect = float((lk.sum(0) * (np.arange(lk.shape[1]) - lk.shape[1] // 2)).sum())
+    assert dl == pytest.approx(expect, abs=1e-4) and dr == pytest.approx(-expect, abs=1e-4)
+    assert np.sign(dl) == np.sign(coc) == -np.sign(dr) and abs(dl) > 0.5

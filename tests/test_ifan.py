@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,88 @@ def test_equivalence_with_official_vectors(official: IFAN, case: str) -> None:
     assert (d - io[f"dme_{case}"].float()).abs().max() <= 1e-4
     with torch.inference_mode():
         assert (official.dme(io[f"input_{case}"].float()) - io[f"dme_{case}"].float()).abs().max() <= 1e-4
+
+
+# ---- defocus map scale (CoC px per DME unit) from the weight metadata ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ifan_state(net: IFAN) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to(torch.float16).contiguous() for k, v in net.state_dict().items()}
+
+
+def _ifan_file(path: Path, state: dict[str, torch.Tensor], **meta: str) -> Path:
+    from safetensors.torch import save_file
+
+    save_file(state, str(path), metadata={"arch": "ifan", "producer": "tests", **meta})
+    return path
+
+
+def _scaled_dme(m: IFAN, x: torch.Tensor, scale: float) -> torch.Tensor:
+    d = F.interpolate(m.dme(x), scale_factor=8.0, mode="bilinear", align_corners=False)
+    return d[..., : x.shape[-2], : x.shape[-1]] * scale
+
+
+@pytest.mark.parametrize(
+    "meta,scale",
+    [
+        # how train/ifan.py records it in the shipped weights/ifan.safetensors (inside the free-text notes)
+        ({"source": "trained", "notes": "LFDOF centre-crop 256px val 24.299 dB (input 23.780); dme_to_coc=-16.0"}, -16.0),
+        ({"source": "trained", "dme_to_coc": "-16.0"}, -16.0),  # a dedicated key (preferred) wins over notes
+        ({"dme_to_coc": "-12.5", "notes": "dme_to_coc=-16.0"}, -12.5),
+        # official weights converted by defocus_cli.convert: no scale recorded -> the documented 8 * 3*pi/8
+        ({"source": "IFAN.pytorch", "notes": "converted from the official ifan checkpoint by defocus_cli.convert"},
+         3.0 * math.pi),
+    ],
+)
+def test_defocus_map_uses_metadata_scale(tmp_path: Path, ifan_state: dict[str, torch.Tensor],
+                                         meta: dict[str, str], scale: float) -> None:
+    from defocus_cli import weights
+
+    loaded = weights.load_model(weights_file=_ifan_file(tmp_path / "w.safetensors", ifan_state, **meta))
+    m = loaded.module
+    x = torch.rand(1, 3, 29, 43)
+    with torch.inference_mode():
+        got, ref = m.defocus_map(x), _scaled_dme(m, x, scale)
+    assert float(ref.abs().max()) > 0
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_defocus_map_command_uses_trained_scale(tmp_path: Path, ifan_state: dict[str, torch.Tensor]) -> None:
+    """``defocus map IMAGE --weights ours.safetensors`` (run_map) gives -16 x DME for our trained weights."""
+    import cv2
+    import numpy as np
+
+    from defocus_cli import map_io, weights
+    from defocus_cli.defocus_map import run_map
+
+    w = _ifan_file(tmp_path / "ours.safetensors", ifan_state, source="trained", notes="x; dme_to_coc=-16.0")
+    rng = np.random.default_rng(0)
+    img = (rng.random((24, 40, 3)) * 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "i.png"), img)
+    run_map([tmp_path / "i.png"], tmp_path / "m.npy", weights_file=w, signed=True, device="cpu", precision="fp32",
+            tile=0)
+    got = map_io.read_map(tmp_path / "m.npy")
+    m = weights.load_model(weights_file=w).module
+    x = torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))).float().div(255)[None]
+    with torch.inference_mode():
+        ref = _scaled_dme(m, x, -16.0)[0, 0].numpy()
+    np.testing.assert_allclose(got, ref, atol=2e-3 * max(1.0, float(np.abs(ref).max())))
+
+
+@pytest.mark.parametrize("bad", ["abc", "nan", "0", "inf"])
+def test_bad_metadata_scale_is_a_weights_error(tmp_path: Path, ifan_state: dict[str, torch.Tensor], bad: str) -> None:
+    from defocus_cli import weights
+    from defocus_cli.errors import WeightsError
+
+    with pytest.raises(WeightsError, match="dme_to_coc"):
+        weights.load_model(weights_file=_ifan_file(tmp_path / "w.safetensors", ifan_state, dme_to_coc=bad))
+
+
+def test_shipped_trained_weights_record_minus_16() -> None:
+    from defocus_cli import weights
+
+    path = Path(__file__).resolve().parents[1] / "weights" / "ifan.safetensors"
+    if not path.is_file() or path.stat().st_size < 1 << 20:
+        pytest.skip("weights/ifan.safetensors not present")
+    assert IFAN.coc_per_dme_from_metadata(weights.read_metadata(path)) == -16.0

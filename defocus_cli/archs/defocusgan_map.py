@@ -103,6 +103,15 @@ class BlurKernelBank(nn.Module):
     of +r and the negative bank the left DP kernel of -r when ``view="left"`` (the right kernel when
     ``"right"``), or the combined kernel for both when ``view="combined"`` (sign-blind).
 
+    Orientation: the re-blur is a true **convolution** with the DP kernel (point-spread function), the same
+    operation the synthetic DP generator (:func:`defocus_cli.data.synth.layered_dp_blur`, FFT convolution)
+    uses, so ``view="left"`` reproduces the generator's *left* view and ``view="right"`` its right view.
+    ``F.conv2d`` is a cross-correlation, so the parameters ``pos``/``neg`` hold the conv2d weights, i.e. each
+    DP kernel **rotated by 180°** (:meth:`kernel` gives the kernel itself). A bank's state dict therefore equals
+    the one the earlier, unflipped implementation built for the *other* view (same tensors, ``"left"`` ↔
+    ``"right"``), which is how that implementation's trainer compensated (it built its left-view bank with
+    ``view="right"``).
+
     ``forward(sharp, coc)``: ``sharp`` ``(N, C, H, W)``, ``coc`` ``(N, 1, H, W)`` signed radius in px →
     ``(N, C, H, W)`` re-blurred image: per pixel, the two nearest radius levels of the sign's bank,
     blended linearly by the fractional radius (|coc| clamped to ``levels - 1``).
@@ -124,20 +133,28 @@ class BlurKernelBank(nn.Module):
         size = kernel_size(levels - 1, smooth)
         pos = np.zeros((levels, 1, size, size), np.float32)
         neg = np.zeros_like(pos)
+        self.view = view
         idx = {"combined": 0, "left": 1, "right": 2}[view]
         for r in range(levels):
             for bank, sign in ((pos, 1.0), (neg, -1.0)):
                 k = dp_kernels(sign * r, order, cutoff_factor, beta, smooth)[idx]
                 o = (size - k.shape[0]) // 2
-                bank[r, 0, o : o + k.shape[0], o : o + k.shape[1]] = k
+                # stored rotated by 180°: conv2d correlates, so this makes forward() convolve with ``k``
+                bank[r, 0, o : o + k.shape[0], o : o + k.shape[1]] = k[::-1, ::-1]
         self.pos = nn.Parameter(torch.from_numpy(pos))
         self.neg = nn.Parameter(torch.from_numpy(neg))
+
+    def kernel(self, level: int, negative: bool = False) -> torch.Tensor:
+        """The blur kernel (point-spread function) that :meth:`forward` convolves with at radius ``level`` of the
+        positive (or ``negative``) bank: ``(K, K)``, the stored conv2d weight rotated back by 180°."""
+        return (self.neg if negative else self.pos)[level, 0].flip(-2, -1)
 
     def forward(self, sharp: torch.Tensor, coc: torch.Tensor) -> torch.Tensor:
         n, c, h, w = sharp.shape
         size = self.pos.shape[-1]
         x = F.pad(sharp.reshape(n * c, 1, h, w), [size // 2] * 4, mode="replicate")
-        # (N*C, levels, H, W) per bank; blend in place of a per-pixel kernel gather
+        # (N*C, levels, H, W) per bank; blend in place of a per-pixel kernel gather. The weights are the kernels
+        # rotated by 180° (see __init__), so these correlations are convolutions with the DP kernels.
         blur_pos = F.conv2d(x, self.pos).reshape(n, c, self.levels, h, w)
         blur_neg = F.conv2d(x, self.neg).reshape(n, c, self.levels, h, w)
         r = coc.abs().clamp(max=self.levels - 1)

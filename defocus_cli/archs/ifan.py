@@ -40,17 +40,34 @@ Licence note: the official IFAN code and weights are AGPL-3.0; this file contain
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["IFAN", "ResBlock", "iac_iteration", "pad_to_multiple"]
+__all__ = ["IFAN", "ResBlock", "iac_iteration", "pad_to_multiple", "DEFAULT_COC_PER_DME", "METADATA_KEY"]
 
 _SLOPE = 0.1
 #: Ratio of a disc CoC radius to the dual-pixel disparity it produces (centroid distance of the two half-discs
 #: is 8r/(3*pi)), used by :meth:`IFAN.defocus_map`.
 COC_PER_DISPARITY: float = 3.0 * math.pi / 8.0
+#: Default of :attr:`IFAN.coc_per_dme`, the signed CoC radius (input px) per unit of raw DME output: DME output
+#: taken as 1/8-scale disparity (x 8 -> full-resolution px) x :data:`COC_PER_DISPARITY` = 3*pi ~ +9.42. The
+#: documented approximation for the official weights; weights that know better record their own factor.
+DEFAULT_COC_PER_DME: float = 8.0 * COC_PER_DISPARITY
+#: safetensors metadata key of the factor (a decimal number, e.g. ``"-16.0"``). Weights exported before the key
+#: existed (our trained ``weights/ifan.safetensors``) carry it as ``dme_to_coc=<number>`` inside ``"notes"``.
+METADATA_KEY: str = "dme_to_coc"
+_NOTES_RE = re.compile(r"(?<![A-Za-z0-9_])dme_to_coc\s*[=:]\s*([^\s;,)]+)")
+
+
+def _check_scale(value: float) -> float:
+    v = float(value)
+    if not math.isfinite(v) or v == 0.0:
+        raise ValueError(f"{METADATA_KEY} must be a finite, non-zero number of CoC px per DME unit, got {value!r}")
+    return v
 
 
 def _conv(cin: int, cout: int, k: int = 3, stride: int = 1, act: bool = True) -> nn.Module:
@@ -146,8 +163,12 @@ class IFAN(nn.Module):
     #: Precisions the runtime may choose; bf16 pending measurement with trained weights.
     safe_precisions: tuple[str, ...] = ("fp32", "bf16")
 
-    def __init__(self, ch: int = 32, n_iters: int = 17, filter_size: int = 3, res_num: int = 2) -> None:
+    def __init__(self, ch: int = 32, n_iters: int = 17, filter_size: int = 3, res_num: int = 2,
+                 coc_per_dme: float | None = None) -> None:
         super().__init__()
+        #: signed CoC radius (input px) per unit of DME output, used by :meth:`defocus_map` (not in the state dict;
+        #: set from the weight file's metadata by :meth:`configure_from_metadata`).
+        self.coc_per_dme: float = DEFAULT_COC_PER_DME if coc_per_dme is None else _check_scale(coc_per_dme)
         if filter_size != 3:
             raise ValueError(f"IFAN supports filter_size=3 (the released configuration), got {filter_size}")
         ch1, ch2, ch3, ch4 = ch, ch * 2, ch * 4, ch * 4
@@ -254,17 +275,51 @@ class IFAN(nn.Module):
         xp, _, _ = pad_to_multiple(x, self.multiple_of)
         return self.DME(self._encode("kconv", xp)[-1])
 
+    @staticmethod
+    def coc_per_dme_from_metadata(meta: Mapping[str, str]) -> float | None:
+        """The CoC-per-DME factor a weight file records in its safetensors metadata, ``None`` when it records none.
+
+        Looks for the :data:`METADATA_KEY` entry (``"dme_to_coc": "-16.0"``), else ``dme_to_coc=<number>`` inside
+        ``"notes"`` (how ``defocus_cli.train.ifan`` recorded it in the shipped trained weights).
+
+        Raises:
+            ValueError: the recorded value is not a finite, non-zero number.
+        """
+        raw = meta.get(METADATA_KEY)
+        if raw is None:
+            found = _NOTES_RE.search(meta.get("notes") or "")
+            if found is None:
+                return None
+            raw = found.group(1)
+        try:
+            value = float(str(raw).strip())
+        except ValueError:
+            raise ValueError(f"{METADATA_KEY}={raw!r} in the weight metadata is not a number") from None
+        return _check_scale(value)
+
+    def configure_from_metadata(self, meta: Mapping[str, str]) -> None:
+        """Apply a weight file's metadata (called by :func:`defocus_cli.weights.load_model` after loading): sets
+        :attr:`coc_per_dme` from it when recorded; otherwise (e.g. official converted weights) it stays as built,
+        by default :data:`DEFAULT_COC_PER_DME`."""
+        value = self.coc_per_dme_from_metadata(meta)
+        if value is not None:
+            self.coc_per_dme = value
+
     def defocus_map(self, x: torch.Tensor) -> torch.Tensor:
         """Signed defocus estimate ``(N, 1, H, W)``: approximate circle-of-confusion radius in input pixels.
 
-        Conversion (documented approximation): the DME output is taken as DP disparity in 1/8-scale pixels, so it
-        is upsampled bilinearly and multiplied by 8 (full-resolution disparity), then by
-        :data:`COC_PER_DISPARITY` = 3*pi/8 -- for a disc PSF of radius r split into two half-apertures, the
-        half-disc centroids are 8r/(3*pi) apart. The disparity unit is inferred, not verified against the
-        training code, and the DME was only supervised through a warping loss: treat the values as a relative
-        map whose magnitude is roughly a CoC radius in px.
+        The DME output is upsampled bilinearly to the input size and multiplied by :attr:`coc_per_dme`.
+
+        * Weights that record the factor (``dme_to_coc`` in their metadata, see :meth:`configure_from_metadata`)
+          use it: our trained weights were supervised with ``DME = -CoC(1/8) / 16``, so ``coc_per_dme = -16``.
+        * Otherwise (the official weights) the documented approximation :data:`DEFAULT_COC_PER_DME` = 8 x
+          :data:`COC_PER_DISPARITY`: the DME output is taken as DP disparity in 1/8-scale pixels (x 8 ->
+          full-resolution disparity), and for a disc PSF of radius r split into two half-apertures the half-disc
+          centroids are 8r/(3*pi) apart. That disparity unit is inferred, not verified against the training code,
+          and the official DME was only supervised through a warping loss: treat those values as a relative map
+          whose magnitude is roughly a CoC radius in px.
         """
         h, w = x.shape[-2:]
         d = self.dme(x)
         d = F.interpolate(d, scale_factor=float(self.multiple_of), mode="bilinear", align_corners=False)
-        return d[..., :h, :w] * (self.multiple_of * COC_PER_DISPARITY)
+        return d[..., :h, :w] * self.coc_per_dme
