@@ -18,7 +18,6 @@ This module imports torch only inside its functions.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from defocus_cli import registry
 from defocus_cli._version import __version__
 from defocus_cli.errors import InputError, OutputError, UsageError
+from defocus_cli.weights import sha256_file, state_dict_mismatch
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -143,18 +143,16 @@ def check_state_dict(state: Mapping[str, "torch.Tensor"], module: "torch.nn.Modu
         UsageError: almost nothing matches (the checkpoint is of another architecture than ``arch``).
         InputError: it is ``arch``'s layout but some tensors are missing, unexpected or of the wrong shape.
     """
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)}≠{expected[k]}" for k in expected if k in state and tuple(state[k].shape) != expected[k]]
+    missing, unexpected, wrong = state_dict_mismatch(module, state)
     if not (missing or unexpected or wrong):
         return
-    matched = len(expected) - len(missing)
-    if matched < len(expected) // 2:
+    n_expected = len(module.state_dict())
+    matched = n_expected - len(missing)
+    if matched < n_expected // 2:
         hint = guess_arch(state)
         tip = f"; it looks like --arch {hint}" if hint and hint != arch else ""
         raise UsageError(
-            f"{source_name} does not match --arch {arch}: only {matched} of {len(expected)} expected tensors found "
+            f"{source_name} does not match --arch {arch}: only {matched} of {n_expected} expected tensors found "
             f"(missing e.g. {_few(missing)}; unexpected e.g. {_few(unexpected) or 'none'}){tip}"
         )
     parts = []
@@ -184,14 +182,6 @@ def guess_arch(state: Mapping[str, Any]) -> str | None:
 
 def _build(arch: str) -> "torch.nn.Module":
     return registry.load_class(arch)()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_safetensors_atomic(tensors: dict[str, "torch.Tensor"], dst: Path, metadata: dict[str, str]) -> None:
@@ -281,7 +271,7 @@ def convert_checkpoint(
     if nonfinite:
         raise InputError(f"{src_p.name} has non-finite values in {_few(nonfinite)} (after {dtype} conversion)")
 
-    source_sha = _sha256(src_p)
+    source_sha = sha256_file(src_p, use_memo=False)
     metadata = {
         "arch": arch,
         "producer": f"defocus_cli {__version__}",
@@ -300,7 +290,7 @@ def convert_checkpoint(
         "params": int(sum(v.numel() for v in out.values())),
         "dropped": max(0, raw_count - len(out)),
         "bytes": dst_p.stat().st_size,
-        "sha256": _sha256(dst_p),
+        "sha256": sha256_file(dst_p, use_memo=False),
         "source_sha256": source_sha,
     }
     log.info("converted %s -> %s (%s, %d tensors)", src_p, dst_p, arch, len(out))

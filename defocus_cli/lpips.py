@@ -16,7 +16,6 @@ LPIPS v0.1 linear heads, BSD-2; see ``assets/NOTICE-lpips.md``), checked by sha2
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 from importlib import resources
 from pathlib import Path
@@ -27,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from defocus_cli.errors import InputError, WeightsError
+from defocus_cli.weights import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -132,14 +132,6 @@ class LPIPSAlex(nn.Module):
         return self.distance([t[:n] for t in f], [t[n:] for t in f])
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @functools.lru_cache(maxsize=4)
 def load_lpips(device: str = "cpu") -> LPIPSAlex:
     """The LPIPS network with the shipped weights, in eval mode on ``device`` (cached per device).
@@ -152,7 +144,7 @@ def load_lpips(device: str = "cpu") -> LPIPSAlex:
     path = weights_path()
     if not path.is_file():
         raise WeightsError(f"LPIPS weights not found at {path}; reinstall defocus-cli (the file ships with it)")
-    digest = _sha256(path)
+    digest = sha256_file(path, use_memo=False)
     if digest != WEIGHTS_SHA256:
         raise WeightsError(
             f"LPIPS weights at {path} are corrupt: expected sha256 {WEIGHTS_SHA256[:12]}…, found {digest[:12]}…; "

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from defocus_cli.errors import InputError, OutputError, UsageError
-from defocus_cli.photo_io import atomic_write_bytes
+from defocus_cli.photo_io import atomic_write_bytes, read_input_bytes
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +46,7 @@ class DPView:
 
 
 def _read_bytes(path: Path) -> bytes:
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder, expected an image file")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    data = read_input_bytes(path)
     if not data:
         raise InputError(f"{path}: empty file (0 bytes), expected a PNG, TIFF, JPEG or WebP image")
     return data

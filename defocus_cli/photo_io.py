@@ -155,19 +155,28 @@ def read_photo(
     else:
         source = Path(src)
         label = str(source)
-        if source.is_dir():
-            raise InputError(f"{label}: is a folder, expected an image file")
-        try:
-            data = source.read_bytes()
-        except FileNotFoundError:
-            raise InputError(f"{label}: no such file") from None
-        except OSError as e:
-            raise InputError(f"{label}: cannot read ({e.strerror or e})") from None
+        data = read_input_bytes(source)
     if not data:
         raise InputError(f"{label}: empty file (0 bytes), expected a JPEG, PNG, TIFF or WebP image")
     photo = _decode(data, label, max_pixels)
     photo.source = source
     return photo
+
+
+def read_input_bytes(path: Path) -> bytes:
+    """All bytes of the input image file ``path`` (``b""`` for an empty file: callers name the formats they expect).
+
+    Raises:
+        InputError: ``path`` is a folder, does not exist, or cannot be read.
+    """
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected an image file")
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
 def _open_header(data: bytes, label: str, max_pixels: int | None) -> Any:

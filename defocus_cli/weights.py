@@ -25,7 +25,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -425,15 +425,26 @@ def arch_of_file(path: str | Path) -> str:
     return arch
 
 
+def state_dict_mismatch(
+    module: "torch.nn.Module", state: Mapping[str, Any]
+) -> tuple[list[str], list[str], list[str]]:
+    """How the tensors ``state`` differ from ``module.state_dict()`` by name and shape.
+
+    Returns:
+        ``(missing, unexpected, wrong_shape)``: keys of the module that ``state`` lacks (in the module's order),
+        keys of ``state`` the module does not have (in ``state``'s order), and ``"<key> <shape in state>≠<shape
+        expected>"`` for the common keys whose shapes differ (module's order). All empty: a strict load fits.
+    """
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)}≠{shape}" for k, shape in expected.items()
+             if k in state and tuple(state[k].shape) != shape]
+    return missing, unexpected, wrong
+
+
 def _state_dict_errors(module: "torch.nn.Module", state: dict[str, Any]) -> str | None:
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [
-        f"{k} {tuple(state[k].shape)}≠{tuple(expected[k].shape)}"
-        for k in sorted(set(expected) & set(state))
-        if tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
+    missing, unexpected, shapes = (sorted(keys) for keys in state_dict_mismatch(module, state))
     parts = []
 
     def few(keys: list[str]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -104,6 +105,35 @@ def use_engine(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
         return calls
 
     return install
+
+
+# ------------------------------------------------------------------------------------------------------
+# Network layouts and official weights (architecture tests).
+
+M = TypeVar("M")
+
+
+def read_layout(path: Path) -> list[tuple[str, list[int]]]:
+    """A state-dict layout file (one ``key [d0,d1,...]`` line per tensor) as ``[(key, shape), ...]``."""
+    out = []
+    for line in path.read_text().splitlines():
+        key, shape = line.split(" ", 1)
+        out.append((key, [int(s) for s in shape.strip("[]").split(",") if s]))
+    return out
+
+
+def layout_of(module: "object") -> list[tuple[str, list[int]]]:
+    """The state-dict layout ``[(key, shape), ...]`` of a torch module, in state-dict order."""
+    return [(k, list(v.shape)) for k, v in module.state_dict().items()]  # type: ignore[attr-defined]
+
+
+def load_fp16(module: M, path: Path) -> M:
+    """``module`` (a torch module) with the (fp16) safetensors weights at ``path`` loaded strictly as float32, in
+    eval mode."""
+    from safetensors.torch import load_file
+
+    module.load_state_dict({k: v.float() for k, v in load_file(path).items()}, strict=True)  # type: ignore[attr-defined]
+    return module.eval()  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------------------------------------------

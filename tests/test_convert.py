@@ -166,34 +166,29 @@ def _assert_same_tensors(converted: Path, reference: Path) -> None:
 
 @needs_shared
 @needs_maker
-@_needs_class("defocus_cli.archs.defocusgan", "DefocusGAN")
-def test_defocusgan_convert_strict(tmp_path: Path) -> None:
-    from defocus_cli.archs.defocusgan import DefocusGAN
-
-    src = _official(tmp_path, "defocusgan", "90_models.pth")
-    dst = tmp_path / "defocusgan.safetensors"
-    info = convert_checkpoint(src, dst, "defocusgan")
-    assert info["tensors"] == 468 and info["params"] == 4_934_531
+@pytest.mark.parametrize(
+    ("arch", "module", "cls", "checkpoint", "reference", "expected"),
+    [
+        pytest.param("defocusgan", "defocus_cli.archs.defocusgan", "DefocusGAN", "90_models.pth",
+                     "defocusgan_official_weights_fp16.safetensors", {"tensors": 468, "params": 4_934_531},
+                     marks=_needs_class("defocus_cli.archs.defocusgan", "DefocusGAN"), id="defocusgan"),
+        pytest.param("defocusgan-map", "defocus_cli.archs.defocusgan_map", "DefocusMapNet", "25_models.pth",
+                     "defocusgan_map_official_weights_fp16.safetensors", {"tensors": 324, "dropped": 0},
+                     marks=_needs_class("defocus_cli.archs.defocusgan_map", "DefocusMapNet"), id="defocusgan-map"),
+    ],
+)
+def test_defocusgan_convert_strict(tmp_path: Path, arch: str, module: str, cls: str, checkpoint: str,
+                                   reference: str, expected: dict[str, int]) -> None:
+    """The official DefocusGAN generator / map-network checkpoints convert strictly to the reference weights."""
+    net_class = getattr(importlib.import_module(module), cls)
+    src = _official(tmp_path, arch, checkpoint)
+    dst = tmp_path / f"{arch}.safetensors"
+    info = convert_checkpoint(src, dst, arch)
+    assert {k: info[k] for k in expected} == expected
     with safe_open(str(dst), "pt") as f:
-        assert f.metadata()["arch"] == "defocusgan" and f.metadata()["source"] == "90_models.pth"
-    _assert_same_tensors(dst, VEC / "defocusgan_official_weights_fp16.safetensors")
-    DefocusGAN().load_state_dict(load_file(dst), strict=True)
-
-
-@needs_shared
-@needs_maker
-@_needs_class("defocus_cli.archs.defocusgan_map", "DefocusMapNet")
-def test_defocusgan_map_convert_strict(tmp_path: Path) -> None:
-    from defocus_cli.archs.defocusgan_map import DefocusMapNet
-
-    src = _official(tmp_path, "defocusgan-map", "25_models.pth")
-    dst = tmp_path / "map.safetensors"
-    info = convert_checkpoint(src, dst, "defocusgan-map")
-    assert info["tensors"] == 324 and info["dropped"] == 0
-    with safe_open(str(dst), "pt") as f:
-        assert f.metadata()["arch"] == "defocusgan-map"
-    _assert_same_tensors(dst, VEC / "defocusgan_map_official_weights_fp16.safetensors")
-    DefocusMapNet().load_state_dict(load_file(dst), strict=True)
+        assert f.metadata()["arch"] == arch and f.metadata()["source"] == checkpoint
+    _assert_same_tensors(dst, VEC / reference)
+    net_class().load_state_dict(load_file(dst), strict=True)
 
 
 def test_self_made_official_layout_roundtrip(tmp_path: Path) -> None:

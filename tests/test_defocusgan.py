@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED, needs_shared
+from conftest import SHARED, layout_of, load_fp16, needs_shared, read_layout
 
 from defocus_cli.archs._dpkernels import dp_kernels, kernel_size
 from defocus_cli.archs.defocusgan import DefocusGAN, blur_masks, curriculum_weight, pad_to_multiple
@@ -17,25 +17,6 @@ from defocus_cli.archs.defocusgan_map import BlurKernelBank, DefocusMapNet
 
 DATA = Path(__file__).resolve().parent / "data" / "vectors"
 VEC = SHARED / "vectors"
-
-
-def _keys(path: Path) -> list[tuple[str, list[int]]]:
-    out = []
-    for line in path.read_text().splitlines():
-        key, shape = line.split(" ", 1)
-        out.append((key, [int(s) for s in shape.strip("[]").split(",") if s]))
-    return out
-
-
-def _layout(m: torch.nn.Module) -> list[tuple[str, list[int]]]:
-    return [(k, list(v.shape)) for k, v in m.state_dict().items()]
-
-
-def _load_fp16(m: torch.nn.Module, path: Path) -> torch.nn.Module:
-    from safetensors.torch import load_file
-
-    m.load_state_dict({k: v.float() for k, v in load_file(path).items()}, strict=True)
-    return m.eval()
 
 
 @pytest.fixture(scope="module")
@@ -49,23 +30,23 @@ def gen() -> DefocusGAN:
 
 def test_generator_layout_and_params(gen: DefocusGAN) -> None:
     assert sum(p.numel() for p in gen.parameters()) == 4_934_531
-    got = _layout(gen)
+    got = layout_of(gen)
     assert len(got) == 468
-    assert got == _keys(DATA / "defocusgan_keys.txt")
+    assert got == read_layout(DATA / "defocusgan_keys.txt")
 
 
 def test_map_net_layout_and_params() -> None:
     m = DefocusMapNet()
     assert sum(p.numel() for p in m.parameters()) == 3_306_755
-    got = _layout(m)
+    got = layout_of(m)
     assert len(got) == 324
-    assert got == _keys(DATA / "defocusgan_map_keys.txt")
+    assert got == read_layout(DATA / "defocusgan_map_keys.txt")
 
 
 def test_discriminator_layout_and_params() -> None:
     d = PatchDiscriminator()
     assert sum(p.numel() for p in d.parameters()) == 2_764_737
-    assert _layout(d) == _keys(DATA / "defocusgan_disc_keys.txt")
+    assert layout_of(d) == read_layout(DATA / "defocusgan_disc_keys.txt")
     assert d(torch.rand(1, 3, 64, 64)).shape == (1, 1, 11, 11)
 
 
@@ -76,7 +57,7 @@ def test_discriminator_layout_and_params() -> None:
 def test_generator_matches_official() -> None:
     from safetensors.torch import load_file
 
-    net = _load_fp16(DefocusGAN(), VEC / "defocusgan_official_weights_fp16.safetensors")
+    net = load_fp16(DefocusGAN(), VEC / "defocusgan_official_weights_fp16.safetensors")
     io = load_file(VEC / "defocusgan_io.safetensors")
     for case in ("a", "b"):  # 128x160 and 96x112, both multiples of 16 (no padding involved)
         with torch.inference_mode():
@@ -89,7 +70,7 @@ def test_generator_matches_official() -> None:
 def test_map_net_matches_official() -> None:
     from safetensors.torch import load_file
 
-    net = _load_fp16(DefocusMapNet(), VEC / "defocusgan_map_official_weights_fp16.safetensors")
+    net = load_fp16(DefocusMapNet(), VEC / "defocusgan_map_official_weights_fp16.safetensors")
     io = load_file(VEC / "defocusgan_map_io.safetensors")
     with torch.inference_mode():
         y = net.forward_official(io["left"], io["right"])

@@ -8,20 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import SHARED, needs_shared
+from conftest import SHARED, layout_of, load_fp16, needs_shared, read_layout
 
 from defocus_cli.archs.ifan import IFAN, iac_iteration
 
 DATA = Path(__file__).resolve().parent / "data"
 IFAN_WEIGHTS = SHARED / "vectors" / "ifan_official_weights_fp16.safetensors"
-
-
-def _keys(path: Path) -> list[tuple[str, list[int]]]:
-    out = []
-    for line in path.read_text().splitlines():
-        key, shape = line.split(" ", 1)
-        out.append((key, [int(s) for s in shape.strip("[]").split(",") if s]))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +24,7 @@ def net() -> IFAN:
 
 @pytest.fixture(scope="module")
 def official() -> IFAN:
-    from safetensors.torch import load_file
-
-    m = IFAN().eval()
-    m.load_state_dict({k: v.float() for k, v in load_file(IFAN_WEIGHTS).items()}, strict=True)
-    return m
+    return load_fp16(IFAN(), IFAN_WEIGHTS)
 
 
 def test_param_count(net: IFAN) -> None:
@@ -44,8 +32,8 @@ def test_param_count(net: IFAN) -> None:
 
 
 def test_state_dict_layout_matches_official(net: IFAN) -> None:
-    expected = _keys(DATA / "keys_ifan.txt")
-    got = [(k, list(v.shape)) for k, v in net.state_dict().items()]
+    expected = read_layout(DATA / "keys_ifan.txt")
+    got = layout_of(net)
     assert len(got) == 158
     assert got == expected
 

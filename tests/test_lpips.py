@@ -11,6 +11,7 @@ import torch
 
 from defocus_cli import lpips as L
 from defocus_cli.errors import InputError, WeightsError
+from defocus_cli.weights import sha256_file
 
 DATA = Path(__file__).parent / "data" / "lpips"
 # Reference distances published with the LPIPS example images (lpips package, net='alex', version 0.1).
@@ -51,7 +52,7 @@ def test_shipped_weights_have_lpips_names_and_checksum() -> None:
         keys = set(f.keys())
     assert "lin0.model.1.weight" in keys and "net.slice1.0.weight" in keys
     assert len(keys) == 15  # 5 convs × (weight, bias) + 5 lin heads
-    assert L._sha256(L.weights_path()) == L.WEIGHTS_SHA256
+    assert sha256_file(L.weights_path(), use_memo=False) == L.WEIGHTS_SHA256
 
 
 def test_corrupt_weights_raise_weights_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -74,6 +74,24 @@ def test_ifan_trainer_two_steps_and_resume(cache_file: Path, tmp_path: Path) -> 
     assert train_config(cfg)["step"] == 3
     third = load_checkpoint(tmp_path / "run" / "last.pt")
     assert not _state_equal(first["model"], third["model"])
+    # the export (no validation: the final weights) records the defocus-map scale as its own metadata key
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "ifan.safetensors"), "pt") as f:
+        assert f.metadata()["dme_to_coc"] == "-16.0"
+
+
+def test_set_fields_parses_booleans() -> None:
+    from defocus_cli.train.common import set_fields
+    from defocus_cli.train.defocusgan import GANTrainConfig
+
+    cfg = GANTrainConfig()
+    set_fields(cfg, ["pin_identity=False", "batch=3", "lr=0.001"])
+    assert cfg.pin_identity is False and cfg.batch == 3 and cfg.lr == 0.001
+    set_fields(cfg, ["pin_identity=true"])
+    assert cfg.pin_identity is True
+    with pytest.raises(ValueError, match="true/false"):
+        set_fields(cfg, ["pin_identity=maybe"])
 
 
 def test_reblur_net_starts_as_identity() -> None:
@@ -103,8 +121,6 @@ def test_defocusgan_map_trainer_two_steps(cache_file: Path, tmp_path: Path) -> N
         assert f.metadata()["arch"] == "defocusgan-map" and len(list(f.keys())) == 324
 
 
-@pytest.mark.xfail(strict=True, reason="train/defocusgan_map.py still builds bank_l with view='right' (the swap that "
-                   "compensated the old correlating BlurKernelBank); remove this marker together with the swap")
 def test_defocusgan_map_trainer_banks_reblur_their_own_view(cache_file: Path, tmp_path: Path) -> None:
     """The trainer compares bank_l's re-blur with the left view, so bank_l must be the ``view="left"`` bank
     (BlurKernelBank convolves like the data generator; see test_defocusgan's generator-orientation test)."""

@@ -257,14 +257,23 @@ class IFAN(nn.Module):
     def forward_with_dme(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Deblurred image (N, 3, H, W) in [0, 1] and the raw DME output (N, 1, ceil(H/8), ceil(W/8))."""
         xp, h, w = pad_to_multiple(x, self.multiple_of)
-        f1, f2, f3, fc = self._encode("conv", xp)
-        d, g = self._filter_features(self._encode("kconv", xp)[-1])
+        y, d, _ = self.forward_train(xp)
+        return torch.clamp(y, 0.0, 1.0)[..., :h, :w], d
+
+    def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The whole network on ``x`` (N, 3, H, W) RGB [0, 1] with H, W multiples of 8 (no padding), unclipped.
+
+        Returns ``(y, d, g)``: the output ``x + out_res(...)`` (N, 3, H, W) before the final clip to [0, 1], the DME
+        output (N, 1, H/8, W/8) and the filter-trunk features (N, 128, H/8, W/8), the input of the filter
+        predictor's last 1x1 conv (for trainers' auxiliary losses).
+        """
+        f1, f2, f3, fc = self._encode("conv", x)
+        d, g = self._filter_features(self._encode("kconv", x)[-1])
         f = self.conv_res(self._iac(fc, g))
         f = self.upconv3_2(self.upconv3_1(self.upconv3_u(f) + f3))
         f = self.upconv2_2(self.upconv2_1(self.upconv2_u(f) + f2))
         f = self.upconv1_2(self.upconv1_1(self.upconv1_u(f) + f1))
-        y = torch.clamp(self.out_res(f) + xp, 0.0, 1.0)
-        return y[..., :h, :w], d
+        return self.out_res(f) + x, d, g
 
     def dme(self, x: torch.Tensor) -> torch.Tensor:
         """Raw disparity-map-estimator output at 1/8 resolution: ``(N, 1, ceil(H/8), ceil(W/8))``.

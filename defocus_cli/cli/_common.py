@@ -76,8 +76,10 @@ def guarded(fn: F) -> F:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Options shared by the image-to-image commands (deblur, deconv): one definition, one help text.
-# Use them as parameter annotations; build the library's options with ``batch_options(...)``.
+# Options shared by the image-to-image commands (deblur, deconv) and the network options shared with `map`:
+# one definition, one help text. Use them as parameter annotations; build the library's options with
+# ``batch_options(...)``. (Typer builds a command from its signature and has no way to splice a group of
+# parameters into it, so each command still lists these parameters, each with its shared annotation.)
 
 from typing import Annotated, Optional  # noqa: E402
 
@@ -134,7 +136,38 @@ MaxPixelsOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (per-file status) on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr; no progress, no summary.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="More messages (and tracebacks) on stderr.")]
+
+
+def model_option(help_text: str) -> Any:
+    """The ``--model/-m`` option (a registered model name; ``None`` = the command's default), with the command's
+    own help text. Use as a type alias: ``ModelOpt = model_option("...")``."""
+    return Annotated[Optional[str], typer.Option("--model", "-m", help=help_text, show_default=False)]
+
+
+def device_option(note: str = "") -> Any:
+    """The ``--device`` option; ``note`` (e.g. ``" (learned method)"``) ends its help before the full stop."""
+    return Annotated[str, typer.Option("--device", help=f"auto, cpu, cuda, cuda:N or mps{note}.")]
+
+
+WeightsOpt = Annotated[
+    Optional[str],
+    typer.Option("--weights", help="Your own FILE.safetensors (its metadata names the architecture).",
+                 show_default=False),
+]
+DeviceOpt = device_option()
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto, fp32, fp16 or bf16.")]
+TileOpt = Annotated[
+    str, typer.Option("--tile", help="auto (largest that fits memory), 0 (whole image) or a size in pixels.")
+]
 DEFAULT_MAX_PIXELS = 200_000_000  # keep equal to defocus_cli.photo_io.DEFAULT_MAX_PIXELS (no numpy import here)
+
+
+def refuse_json_with_stdout(json_out: bool, output: Optional[str]) -> None:
+    """``--json`` and ``-o -`` both need stdout: raise :class:`UsageError` when both are given."""
+    if json_out and output == "-":
+        from defocus_cli.errors import UsageError
+
+        raise UsageError("--json and -o - both need stdout; write the image to a file or drop --json")
 
 
 def batch_options(

@@ -13,21 +13,27 @@ import typer
 
 from defocus_cli.cli._common import (
     DEFAULT_MAX_PIXELS,
+    DeviceOpt,
     FormatOpt,
     InputsArg,
     JsonOpt,
     MaxPixelsOpt,
     OutputOpt,
     OverwriteOpt,
+    PrecisionOpt,
     QualityOpt,
     QuietOpt,
     RecursiveOpt,
     SkipExistingOpt,
     StripMetadataOpt,
     SuffixOpt,
+    TileOpt,
     VerboseOpt,
+    WeightsOpt,
     batch_options,
     guarded,
+    model_option,
+    refuse_json_with_stdout,
     setup_logging,
 )
 
@@ -36,26 +42,17 @@ EPILOG = (
     "defocus deblur shots/ -r -o sharp/ --skip-existing  ·  "
     "cat a.png | defocus deblur - -o - --format png > b.png"
 )
+ModelOpt = model_option("Model name (see `defocus models list`); default: the best deblur model.")
 
 
 def deblur(
     inputs: InputsArg,
     output: OutputOpt = None,
-    model: Annotated[
-        Optional[str],
-        typer.Option("--model", "-m", help="Model name (see `defocus models list`); default: the best deblur model.",
-                     show_default=False),
-    ] = None,
-    weights: Annotated[
-        Optional[str],
-        typer.Option("--weights", help="Your own FILE.safetensors (its metadata names the architecture).",
-                     show_default=False),
-    ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, fp16 or bf16.")] = "auto",
-    tile: Annotated[
-        str, typer.Option("--tile", help="auto (largest that fits memory), 0 (whole image) or a size in pixels.")
-    ] = "auto",
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    tile: TileOpt = "auto",
     overlap: Annotated[
         Optional[int],
         typer.Option("--overlap", min=0, help="Context pixels per tile side (default: the model's receptive field).",
@@ -87,10 +84,7 @@ def deblur(
         skip_existing=skip_existing, strip_metadata=strip_metadata, max_pixels=max_pixels,
     )
     tile_value = api.parse_tile(tile)
-    if json_out and output == "-":
-        from defocus_cli.errors import UsageError
-
-        raise UsageError("--json and -o - both need stdout; write the image to a file or drop --json")
+    refuse_json_with_stdout(json_out, output)
     items = batch.plan_batch(inputs, opts)  # every usage error before the (slow) model load
 
     header: dict[str, Any] = {"model": model, "weights_sha256": None, "device": None, "precision": None,

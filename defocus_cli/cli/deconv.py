@@ -27,6 +27,7 @@ from defocus_cli.cli._common import (
     batch_options,
     guarded,
     output_option,
+    refuse_json_with_stdout,
     setup_logging,
     suffix_option,
 )
@@ -119,8 +120,7 @@ def deconv(
     map_arg = Path(map_path) if map_path is not None else None
     if map_arg is not None and not map_arg.exists():
         raise UsageError(f"--map {map_arg}: no such file or folder")
-    if json_out and output == "-":
-        raise UsageError("--json and -o - both need stdout; write the image to a file or drop --json")
+    refuse_json_with_stdout(json_out, output)
     opts = batch_options(
         output=output, recursive=recursive, suffix=suffix, fmt=fmt, quality=quality, overwrite=overwrite,
         skip_existing=skip_existing, strip_metadata=strip_metadata, max_pixels=max_pixels,

@@ -12,13 +12,28 @@ from typing import Annotated, Optional
 
 import typer
 
-from defocus_cli.cli._common import JsonOpt, QuietOpt, VerboseOpt, guarded, setup_logging, stderr_console
+from defocus_cli.cli._common import (
+    JsonOpt,
+    PrecisionOpt,
+    QuietOpt,
+    TileOpt,
+    VerboseOpt,
+    WeightsOpt,
+    device_option,
+    guarded,
+    model_option,
+    setup_logging,
+    stderr_console,
+)
 
 EPILOG = (
     "Examples:  defocus map left.png right.png -o map.npy --signed  ·  "
     "defocus map L.png R.png -o map.png --method classical --black-level 1024 --preview map_view.png  ·  "
     "defocus map photo.jpg -o map.tif --method classical"
 )
+ModelOpt = model_option("Model name: a map model for pairs, a deblur model with a defocus map (e.g. ifan) for one "
+                        "image.")
+DeviceOpt = device_option(" (learned method)")
 
 
 def map_command(
@@ -36,16 +51,8 @@ def map_command(
         typer.Option("--method", help="learned (a trained network; default) or classical (no weights needed).",
                      show_default=False),
     ] = None,
-    model: Annotated[
-        Optional[str],
-        typer.Option("--model", "-m", help="Model name: a map model for pairs, a deblur model with a defocus map "
-                     "(e.g. ifan) for one image.", show_default=False),
-    ] = None,
-    weights: Annotated[
-        Optional[str],
-        typer.Option("--weights", help="Your own FILE.safetensors (its metadata names the architecture).",
-                     show_default=False),
-    ] = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
     fmt: Annotated[
         Optional[str],
         typer.Option("--format", "-f", help="npy | png16 | tif (default: from the output's extension).",
@@ -75,11 +82,9 @@ def map_command(
         typer.Option("--preview", help="Also write a colour-mapped 8-bit PNG to look at.", show_default=False),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing map / preview file.")] = False,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps (learned method).")] = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, fp16 or bf16.")] = "auto",
-    tile: Annotated[
-        str, typer.Option("--tile", help="auto (largest that fits memory), 0 (whole image) or a size in pixels.")
-    ] = "auto",
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    tile: TileOpt = "auto",
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,

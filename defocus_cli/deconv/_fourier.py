@@ -6,17 +6,21 @@ import numpy as np
 
 from defocus_cli.deconv._fft import irfft2, next_fast_len, rfft2
 
-__all__ = ["Padded", "blur", "gradient_otfs", "grad", "grad_adjoint"]
+__all__ = ["Padded", "unblurred", "blur", "gradient_otfs", "grad", "grad_adjoint"]
 
 
 class Padded:
-    """An ``(H, W, C)`` image symmetric-padded for circular (FFT) processing, and how to crop back.
+    """An ``(H, W, C)`` or ``(H, W)`` image symmetric-padded for circular (FFT) processing, and how to go back.
 
-    Margins are at least ``margin`` px per side (to hold the PSF's reach and let boundary ringing decay),
-    and the padded size is FFT-friendly (:func:`~defocus_cli.deconv._fft.next_fast_len`).
+    ``data`` is the padded image, float32 ``(H', W', C)`` (``C = 1`` for a 2-D image) and ``shape`` its
+    ``(H', W')``. Margins are at least ``margin`` px per side (to hold the PSF's reach and let boundary ringing
+    decay), and the padded size is FFT-friendly (:func:`~defocus_cli.deconv._fft.next_fast_len`).
     """
 
     def __init__(self, image: np.ndarray, margin: int) -> None:
+        self.squeeze = image.ndim == 2
+        if self.squeeze:
+            image = image[..., None]
         h, w = image.shape[:2]
         self.shape_in = (h, w)
         ph = next_fast_len(h + 2 * margin)
@@ -27,8 +31,20 @@ class Padded:
         self.shape = (ph, pw)
 
     def crop(self, a: np.ndarray) -> np.ndarray:
+        """The input's region of a padded-size ``(H', W', C)`` array, in the input's layout (``(H, W)`` again
+        for a 2-D input)."""
         h, w = self.shape_in
-        return a[self.top : self.top + h, self.left : self.left + w]
+        out = a[self.top : self.top + h, self.left : self.left + w]
+        return out[..., 0] if self.squeeze else out
+
+    def result(self, a: np.ndarray) -> np.ndarray:
+        """A deconvolution's output from its padded-size estimate ``a``: :meth:`crop`, clipped to [0, 1], float32."""
+        return np.clip(self.crop(a), 0.0, 1.0).astype(np.float32)
+
+
+def unblurred(image: np.ndarray) -> np.ndarray:
+    """A deconvolution's output for a one-pixel PSF (no blur): ``image`` clipped to [0, 1], float32."""
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 
 def _pad_symmetric(a: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
@@ -49,13 +65,9 @@ def blur(image: np.ndarray, psf: np.ndarray) -> np.ndarray:
     """Convolve ``(H, W, C)`` (or ``(H, W)``) with ``psf`` using symmetric boundaries; same shape, float32."""
     from defocus_cli.deconv.psf import psf2otf
 
-    squeeze = image.ndim == 2
-    img = image[..., None] if squeeze else image
-    p = Padded(img, max(psf.shape))
+    p = Padded(image, max(psf.shape))
     otf = psf2otf(psf, p.shape)
-    out = irfft2(rfft2(p.data) * otf[..., None], p.shape)
-    out = p.crop(out)
-    return out[..., 0] if squeeze else out
+    return p.crop(irfft2(rfft2(p.data) * otf[..., None], p.shape))
 
 
 def gradient_otfs(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from defocus_cli.deconv._fft import irfft2, rfft2
-from defocus_cli.deconv._fourier import Padded, grad, grad_adjoint, gradient_otfs
+from defocus_cli.deconv._fourier import Padded, grad, grad_adjoint, gradient_otfs, unblurred
 from defocus_cli.deconv.psf import psf2otf
 
 __all__ = ["hyper_laplacian", "shrink_lut", "DEFAULT_LAMBDA", "DEFAULT_ALPHA"]
@@ -78,10 +78,8 @@ def hyper_laplacian(
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     if psf.size == 1:
-        return np.clip(image, 0.0, 1.0).astype(np.float32)
-    squeeze = image.ndim == 2
-    img = image[..., None] if squeeze else image
-    p = Padded(img, 3 * max(psf.shape))
+        return unblurred(image)
+    p = Padded(image, 3 * max(psf.shape))
     k = psf2otf(psf, p.shape)[..., None]
     dx, dy = gradient_otfs(p.shape)
     ky = np.conj(k) * rfft2(p.data)
@@ -101,5 +99,4 @@ def hyper_laplacian(
             w = grad_adjoint(_shrink(vx, alpha, beta), _shrink(vy, alpha, beta))
             x = spatial((ky + r * rfft2(w)) / denom)
         beta *= _BETA_STEP
-    out = np.clip(p.crop(x), 0.0, 1.0).astype(np.float32)
-    return out[..., 0] if squeeze else out
+    return p.result(x)

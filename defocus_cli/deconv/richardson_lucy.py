@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from defocus_cli.deconv._fft import irfft2, rfft2
-from defocus_cli.deconv._fourier import Padded
+from defocus_cli.deconv._fourier import Padded, unblurred
 from defocus_cli.deconv.psf import psf2otf
 
 __all__ = ["richardson_lucy", "DEFAULT_ITERATIONS"]
@@ -27,10 +27,8 @@ def richardson_lucy(image: np.ndarray, psf: np.ndarray, *, iterations: int = DEF
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     if psf.size == 1:
-        return np.clip(image, 0.0, 1.0).astype(np.float32)
-    squeeze = image.ndim == 2
-    img = image[..., None] if squeeze else image
-    p = Padded(np.clip(img, _FLOOR, 1.0), 2 * max(psf.shape))
+        return unblurred(image)
+    p = Padded(np.clip(image, _FLOOR, 1.0), 2 * max(psf.shape))
     k = psf2otf(psf, p.shape)[..., None]
     kc = np.conj(k)
     y = p.data
@@ -43,5 +41,4 @@ def richardson_lucy(image: np.ndarray, psf: np.ndarray, *, iterations: int = DEF
         est = np.maximum(conv(x, k), 1e-6)
         x = x * conv(y / est, kc)
         np.clip(x, 0.0, None, out=x)
-    out = np.clip(p.crop(x), 0.0, 1.0).astype(np.float32)
-    return out[..., 0] if squeeze else out
+    return p.result(x)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from defocus_cli.deconv._fft import irfft2, rfft2
-from defocus_cli.deconv._fourier import Padded, gradient_otfs
+from defocus_cli.deconv._fourier import Padded, gradient_otfs, unblurred
 from defocus_cli.deconv.psf import psf2otf
 
 __all__ = ["wiener", "DEFAULT_BALANCE"]
@@ -31,14 +31,10 @@ def wiener(image: np.ndarray, psf: np.ndarray, *, balance: float = DEFAULT_BALAN
         balance: regularisation weight (> 0); larger = smoother, less ringing and noise.
     """
     if psf.size == 1:
-        return np.clip(image, 0.0, 1.0).astype(np.float32)
-    squeeze = image.ndim == 2
-    img = image[..., None] if squeeze else image
-    p = Padded(img, 3 * max(psf.shape))
+        return unblurred(image)
+    p = Padded(image, 3 * max(psf.shape))
     k = psf2otf(psf, p.shape)
     dx, dy = gradient_otfs(p.shape)
     filt = np.conj(k) / (np.abs(k) ** 2 + balance * (np.abs(dx) ** 2 + np.abs(dy) ** 2))
     y = rfft2(p.data)
-    out = irfft2(y * filt[..., None], p.shape)
-    out = np.clip(p.crop(out), 0.0, 1.0).astype(np.float32)
-    return out[..., 0] if squeeze else out
+    return p.result(irfft2(y * filt[..., None], p.shape))

@@ -16,11 +16,17 @@ Typical loop (see :mod:`defocus_cli.train.sftnet`)::
 
 Checkpoints are plain dicts of tensors / numbers / strings (``model``, ``optim``, ``step`` ...), so
 ``torch.load(weights_only=True)`` reads them.
+
+The IFAN and DefocusGAN trainers also share the pieces at the end of this module: :class:`ValidatedRun`
+(resume, checkpoints, LFDOF validation, best-weights export, summary), :func:`load_init` (warm start), the
+``TrainOptions`` → config helpers (:func:`fresh_run_dir`, :func:`config_fields`, :func:`apply_options`) and the
+``--set KEY=VALUE`` overrides of their command lines (:func:`set_fields`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -29,7 +35,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -37,6 +43,8 @@ import torch
 from defocus_cli._version import __version__
 
 log = logging.getLogger(__name__)
+
+C = TypeVar("C")
 
 
 def setup_torch(threads: int | None = None, seed: int | None = None) -> None:
@@ -287,7 +295,161 @@ def evaluate_for_card(module: torch.nn.Module | Callable[[torch.Tensor], torch.T
             pairs.append((inp, run_one(inp), syn["sharp"][i].permute(1, 2, 0).numpy()))
         out["synthetic"] = {**score(pairs), **sp}
         if hasattr(module, "defocus_map"):
-            maes = [float((module.defocus_map(syn["blur"][i:i + 1]) - syn["coc"][i:i + 1].abs()).abs().mean())
+            maes = [float((module.defocus_map(syn["blur"][i:i + 1]).abs() - syn["coc"][i:i + 1].abs()).abs().mean())
                     for i in range(syn["blur"].shape[0])]
             out["synthetic"]["map_mae_px"] = float(np.mean(maes))
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pieces of the IFAN and DefocusGAN trainers: TrainOptions → config, --set overrides, warm start, the run.
+
+
+def fresh_run_dir(opts: Any) -> Path:
+    """``opts.resolved_run_dir()`` (``opts``: a :class:`defocus_cli.train.TrainOptions`); a folder that already
+    holds a run (``last.pt``) is refused with :class:`UsageError` unless ``opts.resume``, so that a run is never
+    silently continued or mixed."""
+    from defocus_cli.errors import UsageError
+
+    run_dir = Path(opts.resolved_run_dir())
+    if (run_dir / "last.pt").exists() and not opts.resume:
+        raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or --run-dir NEW_DIR")
+    return run_dir
+
+
+def config_fields(opts: Any, multiple_of: int) -> dict[str, Any]:
+    """The fields of a trainer config (IFAN, DefocusGAN) that come from ``TrainOptions`` the same way for every
+    trainer: ``run`` (checked by :func:`fresh_run_dir`), ``cache``, ``photos`` / ``paired`` (``opts.data`` is sharp
+    photos with ``synthetic``, a paired folder without; neither with a patch cache), ``patch`` (rounded down to a
+    multiple of ``multiple_of``), ``batch``, ``steps``, ``minutes`` (no time limit), ``val_root``, ``val_every``,
+    ``export``, ``threads`` (0: torch's default) and ``seed``."""
+    run_dir = fresh_run_dir(opts)
+    photos = paired = None
+    if not opts.cache and opts.data is not None:
+        photos, paired = (str(opts.data), None) if opts.synthetic else (None, str(opts.data))
+    return dict(
+        run=str(run_dir), cache=[str(c) for c in opts.cache], photos=photos, paired=paired,
+        patch=opts.patch - opts.patch % multiple_of, batch=opts.batch, steps=opts.steps, minutes=1e9,
+        val_root=str(opts.val) if opts.val else None, val_every=opts.val_every, export=str(opts.resolved_out()),
+        threads=opts.threads or 0, seed=opts.seed,
+    )
+
+
+def apply_options(cfg: C, opts: Any) -> C:
+    """Put ``opts.lr`` (when given) and every ``opts.extra`` item (config field → value) onto ``cfg``; returns it."""
+    if opts.lr:
+        cfg.lr = opts.lr  # type: ignore[attr-defined]
+    for k, v in (opts.extra or {}).items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def set_fields(cfg: Any, assignments: Sequence[str]) -> None:
+    """Apply ``KEY=VALUE`` strings (a trainer command line's ``--set``) to the config ``cfg``: ``VALUE`` is
+    converted with the type of the field's current value (``int``, ``float``, ``str`` ...), or kept a string when
+    the field is ``None``. An unknown ``KEY`` raises :class:`AttributeError`."""
+    for kv in assignments:
+        k, _, v = kv.partition("=")
+        cur = getattr(cfg, k)
+        if isinstance(cur, bool):
+            if v.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(f"{k} expects true/false; got {v!r}")
+            setattr(cfg, k, v.lower() in ("1", "true", "yes"))
+        else:
+            setattr(cfg, k, type(cur)(v) if cur is not None else v)
+
+
+def log_to_stderr() -> None:
+    """INFO logging to stderr with time stamps and logger names, for a trainer's command line."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+
+def load_init(module: torch.nn.Module, path: str | Path) -> None:
+    """Load starting weights (a safetensors file of ``module``'s state dict, any float dtype) into ``module``,
+    strictly, as float32."""
+    from safetensors.torch import load_file
+
+    module.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+
+
+class ValidatedRun:
+    """Checkpoints, LFDOF validation and best-weights export of one run of a trainer (IFAN, DefocusGAN).
+
+    ``cfg``: the trainer's config dataclass, with ``run``, ``save_every_s``, ``val_root``, ``val_crop``,
+    ``export`` and ``export_margin_db``. ``parts``: what a checkpoint holds, by key — modules and optimisers
+    (anything with ``state_dict``/``load_state_dict``); ``parts["model"]`` is the network that is validated and
+    exported (as ``arch``, with ``notes_suffix`` appended to the export's notes and ``export_meta`` added to its
+    metadata, e.g. IFAN's ``dme_to_coc``). A checkpoint is
+    ``{<part key>: state dict, ..., "step", "best" (best validation PSNR, dB), "config": str(asdict(cfg))}``.
+
+    Usage: ``step = run.resume() or 0``; per step ``run.logger.log(...)`` and ``run.after_step(step, validate)``;
+    finally ``return run.finish(step, t0)``.
+    """
+
+    def __init__(self, cfg: Any, parts: dict[str, Any], arch: str, notes_suffix: str = "",
+                 export_meta: dict[str, str] | None = None) -> None:
+        self.cfg = cfg
+        self.export_meta = dict(export_meta or {})
+        self.parts = parts
+        self.model: torch.nn.Module = parts["model"]
+        self.arch = arch
+        self.notes_suffix = notes_suffix
+        self.run = RunDir(cfg.run, save_every_s=cfg.save_every_s)
+        self.logger = JsonlLogger(self.run.log_path)
+        self.best = -math.inf
+
+    def resume(self) -> int | None:
+        """Load ``last.pt`` into the parts and :attr:`best`; returns its step, or ``None`` for a new run."""
+        state = self.run.load_last()
+        if state is None:
+            return None
+        for key, part in self.parts.items():
+            part.load_state_dict(state[key])
+        step, self.best = int(state["step"]), float(state.get("best", -math.inf))
+        log.info("resumed %s at step %d (best val %.3f dB)", self.cfg.run, step, self.best)
+        return step
+
+    def checkpoint(self, step: int, is_best: bool = False) -> None:
+        """Save ``last.pt`` (and ``best.pt`` when ``is_best``)."""
+        state = {key: part.state_dict() for key, part in self.parts.items()}
+        state.update(step=step, best=self.best, config=str(dataclasses.asdict(self.cfg)))
+        self.run.save(state, best=is_best)
+
+    def validate(self, step: int) -> None:
+        """Score the model on LFDOF centre crops (nothing without ``val_root``) and checkpoint; when the PSNR
+        improved, ``best.pt`` too, and when it also beats the blurry input's by ``export_margin_db``, export."""
+        cfg = self.cfg
+        if not cfg.val_root:
+            return
+        v = validate_lfdof(self.model, cfg.val_root, crop=cfg.val_crop)
+        self.logger.log(step=step, kind="val", **v)
+        log.info("step %d: LFDOF crop %.3f dB (input %.3f)", step, v["val_psnr"], v["input_psnr"])
+        improved = v["val_psnr"] > self.best
+        if improved:
+            self.best = v["val_psnr"]
+        self.checkpoint(step, is_best=improved)
+        if improved and cfg.export and v["val_psnr"] > v["input_psnr"] + cfg.export_margin_db:
+            export_safetensors(self.model, cfg.export, arch=self.arch, steps=step,
+                               notes=f"LFDOF centre-crop {cfg.val_crop}px val {v['val_psnr']:.3f} dB "
+                                     f"(input {v['input_psnr']:.3f}){self.notes_suffix}", **self.export_meta)
+            log.info("exported %s at step %d", cfg.export, step)
+
+    def after_step(self, step: int, validate: bool) -> None:
+        """After optimiser step ``step``: :meth:`validate` when ``validate``, else checkpoint when one is due."""
+        if validate:
+            self.validate(step)
+        elif self.run.due():
+            self.checkpoint(step)
+
+    def finish(self, step: int, t0: float) -> dict[str, Any]:
+        """Final checkpoint; without validation (nothing to select by) export the final weights. Returns the
+        summary ``{"step", "best_val_psnr" (dB or None), "seconds" (since ``t0``, monotonic), "exported"}``."""
+        cfg = self.cfg
+        self.checkpoint(step)
+        exported = bool(cfg.export) and self.best > -math.inf and Path(cfg.export).exists()
+        if cfg.export and not cfg.val_root:
+            export_safetensors(self.model, cfg.export, arch=self.arch, steps=step,
+                               notes=f"final weights (no validation){self.notes_suffix}", **self.export_meta)
+            exported = True
+        return {"step": step, "best_val_psnr": self.best if math.isfinite(self.best) else None,
+                "seconds": time.monotonic() - t0, "exported": exported}

@@ -32,8 +32,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -222,86 +221,57 @@ def train(opts: Any) -> dict[str, Any]:
     return summary
 
 
-def _check_run_dir(opts: Any) -> Path:
-    from defocus_cli.errors import UsageError
-
-    run_dir = Path(opts.resolved_run_dir())
-    if (run_dir / "last.pt").exists() and not opts.resume:
-        raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or --run-dir NEW_DIR")
-    return run_dir
-
-
 def defocusgan_map_config(opts: Any) -> Any:
     """:class:`~defocus_cli.train.defocusgan_map.MapTrainConfig` from generic ``TrainOptions`` (synthetic only)."""
     from defocus_cli.errors import UsageError
+    from defocus_cli.train.common import apply_options, fresh_run_dir
     from defocus_cli.train.defocusgan_map import MapTrainConfig
 
-    run_dir = _check_run_dir(opts)
+    run_dir = fresh_run_dir(opts)
     if not opts.cache and not opts.synthetic:
         raise UsageError("the defocus-map network trains on synthetic DP data only: pass --synthetic or --cache")
     cfg = MapTrainConfig(run=str(run_dir), cache=[str(c) for c in opts.cache],
                          photos=None if opts.cache else str(opts.data), patch=opts.patch - opts.patch % 16,
                          batch=opts.batch, steps=opts.steps, minutes=1e9, export=str(opts.resolved_out()),
                          threads=opts.threads or 0, seed=opts.seed, init=str(opts.init) if opts.init else None)
-    if opts.lr:
-        cfg.lr = opts.lr
-    for k, v in (opts.extra or {}).items():
-        setattr(cfg, k, v)
-    return cfg
+    return apply_options(cfg, opts)
 
 
 def config_from_options(opts: Any) -> GANTrainConfig:
     """:class:`GANTrainConfig` from generic ``TrainOptions``; the critic joins at 60 % of the steps and the
     adversarial term at 70 % (L1 + perceptual before)."""
-    run_dir = _check_run_dir(opts)
-    photos = paired = None
-    if not opts.cache and opts.data is not None:
-        photos, paired = (str(opts.data), None) if opts.synthetic else (None, str(opts.data))
+    from defocus_cli.train.common import apply_options, config_fields
+
     cfg = GANTrainConfig(
-        run=str(run_dir), cache=[str(c) for c in opts.cache], photos=photos, paired=paired,
-        patch=opts.patch - opts.patch % 16, batch=opts.batch, steps=opts.steps, minutes=1e9,
-        anneal_steps=max(1, opts.steps // 5), critic_start=int(opts.steps * 0.6), adv_start=int(opts.steps * 0.7),
-        val_root=str(opts.val) if opts.val else None, val_every=opts.val_every, export=str(opts.resolved_out()),
-        threads=opts.threads or 0, seed=opts.seed, init=str(opts.init) if opts.init else "identity",
+        **config_fields(opts, multiple_of=16), anneal_steps=max(1, opts.steps // 5),
+        critic_start=int(opts.steps * 0.6), adv_start=int(opts.steps * 0.7),
+        init=str(opts.init) if opts.init else "identity",
     )
-    if opts.lr:
-        cfg.lr = opts.lr
-    for k, v in (opts.extra or {}).items():
-        setattr(cfg, k, v)
-    return cfg
+    return apply_options(cfg, opts)
 
 
 def train_config(cfg: GANTrainConfig) -> dict[str, Any]:
     """Run (or resume) a DefocusGAN generator run; returns ``{"step", "best_val_psnr", "seconds"}``."""
     from defocus_cli.archs.defocusgan import DefocusGAN
     from defocus_cli.archs.defocusgan_disc import PatchDiscriminator
-    from defocus_cli.train.common import (JsonlLogger, RunDir, StopFlag, export_safetensors, setup_torch,
-                                          validate_lfdof)
+    from defocus_cli.train.common import StopFlag, ValidatedRun, load_init, setup_torch
     from defocus_cli.train.losses import PerceptualLoss, critic_loss_wgan_gp
     from defocus_cli.train.sources import batch_stream
 
     setup_torch(cfg.threads, cfg.seed)
-    run = RunDir(cfg.run, save_every_s=cfg.save_every_s)
-    logger = JsonlLogger(run.log_path)
     gen, critic = DefocusGAN(), PatchDiscriminator()
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr)
     opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.lr_d, betas=(0.5, 0.9))
     perc = PerceptualLoss("lpips") if cfg.w_perc > 0 else None
-    step, best = 0, -math.inf
-    state = run.load_last()
-    if state is not None:
-        gen.load_state_dict(state["model"])
-        critic.load_state_dict(state["critic"])
-        opt_g.load_state_dict(state["optim"])
-        opt_d.load_state_dict(state["optim_d"])
-        step, best = int(state["step"]), float(state.get("best", -math.inf))
-        log.info("resumed %s at step %d (best val %.3f dB)", cfg.run, step, best)
+    run = ValidatedRun(cfg, {"model": gen, "critic": critic, "optim": opt_g, "optim_d": opt_d}, arch="defocusgan")
+    step = 0
+    resumed = run.resume()  # the checkpoint's step; None for a new run
+    if resumed is not None:
+        step = resumed
     elif cfg.init == "identity":
         identity_init(gen)
     elif cfg.init:
-        from safetensors.torch import load_file
-
-        gen.load_state_dict({k: v.float() for k, v in load_file(cfg.init).items()})
+        load_init(gen, cfg.init)
     for g in opt_g.param_groups:
         g["lr"] = cfg.lr
     stream = batch_stream(cache=cfg.cache, photos=cfg.photos, paired=cfg.paired, patch=cfg.patch,
@@ -309,28 +279,6 @@ def train_config(cfg: GANTrainConfig) -> dict[str, Any]:
     stop = StopFlag()
     t0 = time.monotonic()
     t_end = t0 + cfg.minutes * 60.0
-
-    def checkpoint(is_best: bool = False) -> None:
-        run.save({"model": gen.state_dict(), "critic": critic.state_dict(), "optim": opt_g.state_dict(),
-                  "optim_d": opt_d.state_dict(), "step": step, "best": best, "config": str(asdict(cfg))},
-                 best=is_best)
-
-    def validate() -> None:
-        nonlocal best
-        if not cfg.val_root:
-            return
-        v = validate_lfdof(gen, cfg.val_root, crop=cfg.val_crop)
-        logger.log(step=step, kind="val", **v)
-        log.info("step %d: LFDOF crop %.3f dB (input %.3f)", step, v["val_psnr"], v["input_psnr"])
-        improved = v["val_psnr"] > best
-        if improved:
-            best = v["val_psnr"]
-        checkpoint(is_best=improved)
-        if improved and cfg.export and v["val_psnr"] > v["input_psnr"] + cfg.export_margin_db:
-            export_safetensors(gen, cfg.export, arch="defocusgan", steps=step,
-                               notes=f"LFDOF centre-crop {cfg.val_crop}px val {v['val_psnr']:.3f} dB "
-                                     f"(input {v['input_psnr']:.3f})")
-
     gen.train()
     while step < cfg.steps and time.monotonic() < t_end and not stop.is_set:
         b = next(stream)
@@ -361,23 +309,16 @@ def train_config(cfg: GANTrainConfig) -> dict[str, Any]:
         if use_adv:
             critic.requires_grad_(True)
         step += 1
-        logger.log(step=step, kind="train", loss=loss.item(), iter_num=it, seconds=round(time.monotonic() - ts, 3),
-                   **glogs, **logs)
-        if step % cfg.val_every == 0 and it >= ANNEAL_REFERENCE:
-            validate()
-        elif run.due():
-            checkpoint()
-    checkpoint()
-    exported = bool(cfg.export) and best > -math.inf and Path(cfg.export).exists()
-    if cfg.export and not cfg.val_root:  # nothing to select by: export the final weights
-        export_safetensors(gen, cfg.export, arch="defocusgan", steps=step, notes="final weights (no validation)")
-        exported = True
-    return {"step": step, "best_val_psnr": best if math.isfinite(best) else None,
-            "seconds": time.monotonic() - t0, "exported": exported}
+        run.logger.log(step=step, kind="train", loss=loss.item(), iter_num=it,
+                       seconds=round(time.monotonic() - ts, 3), **glogs, **logs)
+        run.after_step(step, validate=step % cfg.val_every == 0 and it >= ANNEAL_REFERENCE)
+    return run.finish(step, t0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line for background runs: ``python -m defocus_cli.train.defocusgan [--map] --run DIR ...``."""
+    from defocus_cli.train.common import log_to_stderr, set_fields
+
     p = argparse.ArgumentParser(description="Train the DefocusGAN generator (or, with --map, its map network).")
     p.add_argument("--map", action="store_true", help="train the DP defocus-map network instead")
     p.add_argument("--run", default=None)
@@ -387,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--val-root", default=None)
     p.add_argument("--set", nargs="*", default=[], help="KEY=VALUE overrides of the config fields")
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    log_to_stderr()
     if a.map:
         from defocus_cli.train.defocusgan_map import MapTrainConfig
         from defocus_cli.train.defocusgan_map import train_config as run_map
@@ -399,10 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg.run = a.run
     if a.export is not None:
         cfg.export = a.export or None
-    for kv in a.set:
-        k, _, v = kv.partition("=")
-        cur = getattr(cfg, k)
-        setattr(cfg, k, type(cur)(v) if cur is not None else v)
+    set_fields(cfg, a.set)
     summary = run_map(cfg) if a.map else train_config(cfg)
     log.info("done: %s", summary)
     return 0

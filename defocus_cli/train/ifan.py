@@ -35,8 +35,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -146,15 +145,9 @@ def forward_train(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torc
     """IFAN training forward on ``x`` ``(N, 3, H, W)`` (H, W multiples of 8).
 
     Returns ``(y, d, g)``: unclipped output ``(N, 3, H, W)``, DME output ``(N, 1, H/8, W/8)`` and the filter-trunk
-    features ``(N, 128, H/8, W/8)`` (the input of the filter predictor's 1×1 conv). Same graph as
-    :meth:`defocus_cli.archs.ifan.IFAN.forward_with_dme` without the final clip."""
-    f1, f2, f3, fc = model._encode("conv", x)
-    d, g = model._filter_features(model._encode("kconv", x)[-1])
-    f = model.conv_res(model._iac(fc, g))
-    f = model.upconv3_2(model.upconv3_1(model.upconv3_u(f) + f3))
-    f = model.upconv2_2(model.upconv2_1(model.upconv2_u(f) + f2))
-    f = model.upconv1_2(model.upconv1_1(model.upconv1_u(f) + f1))
-    return model.out_res(f) + x, d, g
+    features ``(N, 128, H/8, W/8)`` (the input of the filter predictor's 1×1 conv); see
+    :meth:`defocus_cli.archs.ifan.IFAN.forward_train` (the graph of ``forward_with_dme`` without the final clip)."""
+    return model.forward_train(x)
 
 
 def ifan_loss(model: nn.Module, reblur: ReblurNet, b: dict[str, torch.Tensor],
@@ -185,13 +178,6 @@ def ifan_loss(model: nn.Module, reblur: ReblurNet, b: dict[str, torch.Tensor],
     return total, logs
 
 
-def _load_init(model: nn.Module, path: str) -> None:
-    from safetensors.torch import load_file
-
-    sd = {k: v.float() for k, v in load_file(path).items()}
-    model.load_state_dict(sd, strict=True)
-
-
 def train(opts: Any) -> dict[str, Any]:
     """Entry point of ``defocus train ifan``: ``opts`` is a :class:`defocus_cli.train.TrainOptions` (or an
     :class:`IFANTrainConfig`). Returns ``{"steps", "best_val_psnr", "seconds", "out"}``."""
@@ -206,51 +192,31 @@ def config_from_options(opts: Any) -> IFANTrainConfig:
     """Map the generic :class:`defocus_cli.train.TrainOptions` onto an :class:`IFANTrainConfig`.
 
     Without ``resume`` an existing run folder is refused (so a run is never silently continued or mixed)."""
-    from defocus_cli.errors import UsageError
+    from defocus_cli.train.common import apply_options, config_fields
 
-    run_dir = Path(opts.resolved_run_dir())
-    if (run_dir / "last.pt").exists() and not opts.resume:
-        raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or --run-dir NEW_DIR")
-    photos = paired = None
-    if not opts.cache and opts.data is not None:
-        photos, paired = (str(opts.data), None) if opts.synthetic else (None, str(opts.data))
-    cfg = IFANTrainConfig(
-        run=str(run_dir), cache=[str(c) for c in opts.cache], photos=photos, paired=paired,
-        patch=opts.patch - opts.patch % 8, batch=opts.batch, steps=opts.steps, minutes=1e9,
-        val_root=str(opts.val) if opts.val else None, val_every=opts.val_every, export=str(opts.resolved_out()),
-        threads=opts.threads or 0, seed=opts.seed, init=str(opts.init) if opts.init else None,
-    )
-    if opts.lr:
-        cfg.lr = opts.lr
-    for k, v in (opts.extra or {}).items():
-        setattr(cfg, k, v)
-    return cfg
+    cfg = IFANTrainConfig(**config_fields(opts, multiple_of=8), init=str(opts.init) if opts.init else None)
+    return apply_options(cfg, opts)
 
 
 def train_config(cfg: IFANTrainConfig) -> dict[str, Any]:
     """Run (or resume) an IFAN training run; returns a summary dict. Stops after ``cfg.minutes`` wall
     minutes of this invocation, ``cfg.steps`` total steps, or SIGTERM/SIGINT — always with a checkpoint."""
     from defocus_cli.archs.ifan import IFAN
-    from defocus_cli.train.common import (JsonlLogger, RunDir, StopFlag, export_safetensors, setup_torch,
-                                          validate_lfdof)
+    from defocus_cli.train.common import StopFlag, ValidatedRun, load_init, setup_torch
     from defocus_cli.train.sources import batch_stream
 
     setup_torch(cfg.threads, cfg.seed)
-    run = RunDir(cfg.run, save_every_s=cfg.save_every_s)
-    logger = JsonlLogger(run.log_path)
-    model, reblur = IFAN(), ReblurNet()
+    model, reblur = IFAN(coc_per_dme=COC_PER_DME), ReblurNet()
     params = list(model.parameters()) + list(reblur.parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr)
-    state = run.load_last()
-    step, best = 0, -math.inf
-    if state is not None:
-        model.load_state_dict(state["model"])
-        reblur.load_state_dict(state["reblur"])
-        opt.load_state_dict(state["optim"])
-        step, best = int(state["step"]), float(state.get("best", -math.inf))
-        log.info("resumed %s at step %d (best val %.3f dB)", cfg.run, step, best)
+    run = ValidatedRun(cfg, {"model": model, "reblur": reblur, "optim": opt}, arch="ifan",
+                       notes_suffix=f"; dme_to_coc={COC_PER_DME}", export_meta={"dme_to_coc": str(COC_PER_DME)})
+    step = 0
+    resumed = run.resume()  # the checkpoint's step; None for a new run
+    if resumed is not None:
+        step = resumed
     elif cfg.init:
-        _load_init(model, cfg.init)
+        load_init(model, cfg.init)
     else:
         init_identity(model)
     for group in opt.param_groups:
@@ -261,30 +227,8 @@ def train_config(cfg: IFANTrainConfig) -> dict[str, Any]:
     t_end = time.monotonic() + cfg.minutes * 60.0
     model.train()
     reblur.train()
-
-    def checkpoint(is_best: bool = False) -> None:
-        run.save({"model": model.state_dict(), "reblur": reblur.state_dict(), "optim": opt.state_dict(),
-                  "step": step, "best": best, "config": str(asdict(cfg))}, best=is_best)
-
-    def validate() -> None:
-        nonlocal best
-        if not cfg.val_root:
-            return
-        v = validate_lfdof(model, cfg.val_root, crop=cfg.val_crop)
-        logger.log(step=step, kind="val", **v)
-        log.info("step %d: LFDOF crop %.3f dB (input %.3f)", step, v["val_psnr"], v["input_psnr"])
-        improved = v["val_psnr"] > best
-        if improved:
-            best = v["val_psnr"]
-        checkpoint(is_best=improved)
-        if improved and cfg.export and v["val_psnr"] > v["input_psnr"] + cfg.export_margin_db:
-            export_safetensors(model, cfg.export, arch="ifan", steps=step,
-                               notes=f"LFDOF centre-crop {cfg.val_crop}px val {v['val_psnr']:.3f} dB "
-                                     f"(input {v['input_psnr']:.3f}); dme_to_coc={COC_PER_DME}")
-            log.info("exported %s at step %d", cfg.export, step)
-
     if step == 0:
-        validate()
+        run.validate(step)
     t0 = time.monotonic()
     while step < cfg.steps and time.monotonic() < t_end and not stop.is_set:
         b = next(stream)
@@ -295,23 +239,16 @@ def train_config(cfg: IFANTrainConfig) -> dict[str, Any]:
         gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         step += 1
-        logger.log(step=step, kind="train", loss=loss.item(), grad_norm=gnorm.item(), lr=cfg.lr,
-                   seconds=round(time.monotonic() - ts, 3), **logs)
-        if step % cfg.val_every == 0:
-            validate()
-        elif run.due():
-            checkpoint()
-    checkpoint()
-    exported = bool(cfg.export) and best > -math.inf and Path(cfg.export).exists()
-    if cfg.export and not cfg.val_root:  # nothing to select by: export the final weights
-        export_safetensors(model, cfg.export, arch="ifan", steps=step, notes="final weights (no validation)")
-        exported = True
-    return {"step": step, "best_val_psnr": best if math.isfinite(best) else None,
-            "seconds": time.monotonic() - t0, "exported": exported}
+        run.logger.log(step=step, kind="train", loss=loss.item(), grad_norm=gnorm.item(), lr=cfg.lr,
+                       seconds=round(time.monotonic() - ts, 3), **logs)
+        run.after_step(step, validate=step % cfg.val_every == 0)
+    return run.finish(step, t0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry for background runs: ``python -m defocus_cli.train.ifan --run DIR --cache F ...``."""
+    from defocus_cli.train.common import log_to_stderr
+
     p = argparse.ArgumentParser(description="Train IFAN on synthetic DP defocus (resumable).")
     d = IFANTrainConfig()
     p.add_argument("--run", default=d.run)
@@ -327,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--export", default=d.export)
     p.add_argument("--init", default=None)
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    log_to_stderr()
     cfg = IFANTrainConfig(**{k: v for k, v in vars(a).items()})
     if cfg.export == "":
         cfg.export = None

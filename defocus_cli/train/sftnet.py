@@ -37,6 +37,7 @@ from defocus_cli.train.common import (
     autocast,
     curriculum_patch,
     export_safetensors,
+    load_init,
     psnr_t,
     setup_torch,
     validate_lfdof,
@@ -132,9 +133,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     device = torch.device(opts.device)
     model = SFTNet().to(device)
     if opts.init:
-        from safetensors.torch import load_file
-
-        model.load_state_dict({k: v.float() for k, v in load_file(str(opts.init)).items()})
+        load_init(model, opts.init)
     peak = opts.lr or 3e-4
     optim = torch.optim.Adam(model.parameters(), lr=peak, betas=(0.9, 0.999))
     step, best = 0, {"val_psnr": -1.0}
