@@ -218,3 +218,15 @@ def test_evaluate_helpers(cache_file: Path, tmp_path: Path) -> None:
     cv2.imwrite(str(photo), (test["blur"][0].permute(1, 2, 0).numpy()[:, :, ::-1] * 255).astype(np.uint8))
     fig2 = cv2.imread(str(before_after_figure(ident, [photo], tmp_path / "ba.png", crop=32)))
     assert fig2.shape[:2] == (32, 72)
+
+
+@pytest.mark.parametrize("model", ["ifan", "defocusgan", "defocusgan-map"])
+def test_cpu_only_trainers_refuse_another_device(model: str, cache_file: Path, tmp_path: Path) -> None:
+    from defocus_cli.errors import UsageError
+    from defocus_cli.train import TrainOptions, run
+
+    opts = TrainOptions(model=model, cache=[cache_file], steps=1, patch=32, batch=1, device="cuda",
+                        run_dir=tmp_path / "r", out=tmp_path / "w.safetensors")
+    with pytest.raises(UsageError, match="CPU only"):
+        run(opts)
+    assert not (tmp_path / "r").exists()

@@ -308,9 +308,13 @@ def evaluate_for_card(module: torch.nn.Module | Callable[[torch.Tensor], torch.T
 def fresh_run_dir(opts: Any) -> Path:
     """``opts.resolved_run_dir()`` (``opts``: a :class:`defocus_cli.train.TrainOptions`); a folder that already
     holds a run (``last.pt``) is refused with :class:`UsageError` unless ``opts.resume``, so that a run is never
-    silently continued or mixed."""
+    silently continued or mixed. These trainers (IFAN, DefocusGAN and its map net) run on the CPU only: another
+    ``opts.device`` is refused rather than ignored."""
     from defocus_cli.errors import UsageError
 
+    if str(getattr(opts, "device", "cpu")) != "cpu":
+        raise UsageError(f"the {opts.model} trainer runs on the CPU only in this version; got --device "
+                         f"{opts.device} (drop --device, or train sftnet, whose trainer supports cuda)")
     run_dir = Path(opts.resolved_run_dir())
     if (run_dir / "last.pt").exists() and not opts.resume:
         raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or --run-dir NEW_DIR")
