@@ -138,10 +138,10 @@ def _scaled_dme(m: IFAN, x: torch.Tensor, scale: float) -> torch.Tensor:
 @pytest.mark.parametrize(
     "meta,scale",
     [
-        # how train/ifan.py records it in the shipped weights/ifan.safetensors (inside the free-text notes)
-        ({"source": "trained", "notes": "LFDOF centre-crop 256px val 24.299 dB (input 23.780); dme_to_coc=-16.0"}, -16.0),
-        ({"source": "trained", "dme_to_coc": "-16.0"}, -16.0),  # a dedicated key (preferred) wins over notes
-        ({"dme_to_coc": "-12.5", "notes": "dme_to_coc=-16.0"}, -12.5),
+        # how train/ifan.py records it (weights/ifan.safetensors): its own metadata key
+        ({"source": "trained", "dme_to_coc": "-16.0"}, -16.0),
+        ({"dme_to_coc": "-12.5", "notes": "free text is not parsed: dme_to_coc=-16.0"}, -12.5),
+        ({"source": "trained", "notes": "dme_to_coc=-16.0"}, 3.0 * math.pi),
         # official weights converted by defocus_cli.convert: no scale recorded -> the documented 8 * 3*pi/8
         ({"source": "IFAN.pytorch", "notes": "converted from the official ifan checkpoint by defocus_cli.convert"},
          3.0 * math.pi),
@@ -168,7 +168,7 @@ def test_defocus_map_command_uses_trained_scale(tmp_path: Path, ifan_state: dict
     from defocus_cli import map_io, weights
     from defocus_cli.defocus_map import run_map
 
-    w = _ifan_file(tmp_path / "ours.safetensors", ifan_state, source="trained", notes="x; dme_to_coc=-16.0")
+    w = _ifan_file(tmp_path / "ours.safetensors", ifan_state, source="trained", dme_to_coc="-16.0")
     rng = np.random.default_rng(0)
     img = (rng.random((24, 40, 3)) * 255).astype(np.uint8)
     cv2.imwrite(str(tmp_path / "i.png"), img)
@@ -195,6 +195,5 @@ def test_shipped_trained_weights_record_minus_16() -> None:
     from defocus_cli import weights
 
     path = Path(__file__).resolve().parents[1] / "weights" / "ifan.safetensors"
-    if not path.is_file() or path.stat().st_size < 1 << 20:
-        pytest.skip("weights/ifan.safetensors not present")
+    assert path.is_file() and path.stat().st_size > 1 << 20, f"{path} ships with the repository"
     assert IFAN.coc_per_dme_from_metadata(weights.read_metadata(path)) == -16.0

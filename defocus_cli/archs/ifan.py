@@ -40,7 +40,6 @@ Licence note: the official IFAN code and weights are AGPL-3.0; this file contain
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 
 import torch
@@ -57,10 +56,8 @@ COC_PER_DISPARITY: float = 3.0 * math.pi / 8.0
 #: taken as 1/8-scale disparity (x 8 -> full-resolution px) x :data:`COC_PER_DISPARITY` = 3*pi ~ +9.42. The
 #: documented approximation for the official weights; weights that know better record their own factor.
 DEFAULT_COC_PER_DME: float = 8.0 * COC_PER_DISPARITY
-#: safetensors metadata key of the factor (a decimal number, e.g. ``"-16.0"``). Weights exported before the key
-#: existed (our trained ``weights/ifan.safetensors``) carry it as ``dme_to_coc=<number>`` inside ``"notes"``.
+#: safetensors metadata key of the factor (a decimal number, e.g. ``"-16.0"``).
 METADATA_KEY: str = "dme_to_coc"
-_NOTES_RE = re.compile(r"(?<![A-Za-z0-9_])dme_to_coc\s*[=:]\s*([^\s;,)]+)")
 
 
 def _check_scale(value: float) -> float:
@@ -286,20 +283,15 @@ class IFAN(nn.Module):
 
     @staticmethod
     def coc_per_dme_from_metadata(meta: Mapping[str, str]) -> float | None:
-        """The CoC-per-DME factor a weight file records in its safetensors metadata, ``None`` when it records none.
-
-        Looks for the :data:`METADATA_KEY` entry (``"dme_to_coc": "-16.0"``), else ``dme_to_coc=<number>`` inside
-        ``"notes"`` (how ``defocus_cli.train.ifan`` recorded it in the shipped trained weights).
+        """The CoC-per-DME factor a weight file records in its safetensors metadata (the :data:`METADATA_KEY`
+        entry, e.g. ``"dme_to_coc": "-16.0"``), ``None`` when it records none.
 
         Raises:
             ValueError: the recorded value is not a finite, non-zero number.
         """
         raw = meta.get(METADATA_KEY)
         if raw is None:
-            found = _NOTES_RE.search(meta.get("notes") or "")
-            if found is None:
-                return None
-            raw = found.group(1)
+            return None
         try:
             value = float(str(raw).strip())
         except ValueError:

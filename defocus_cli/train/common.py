@@ -382,22 +382,19 @@ class ValidatedRun:
     ``cfg``: the trainer's config dataclass, with ``run``, ``save_every_s``, ``val_root``, ``val_crop``,
     ``export`` and ``export_margin_db``. ``parts``: what a checkpoint holds, by key — modules and optimisers
     (anything with ``state_dict``/``load_state_dict``); ``parts["model"]`` is the network that is validated and
-    exported (as ``arch``, with ``notes_suffix`` appended to the export's notes and ``export_meta`` added to its
-    metadata, e.g. IFAN's ``dme_to_coc``). A checkpoint is
+    exported (as ``arch``, with ``export_meta`` added to its metadata, e.g. IFAN's ``dme_to_coc``). A checkpoint is
     ``{<part key>: state dict, ..., "step", "best" (best validation PSNR, dB), "config": str(asdict(cfg))}``.
 
     Usage: ``step = run.resume() or 0``; per step ``run.logger.log(...)`` and ``run.after_step(step, validate)``;
     finally ``return run.finish(step, t0)``.
     """
 
-    def __init__(self, cfg: Any, parts: dict[str, Any], arch: str, notes_suffix: str = "",
-                 export_meta: dict[str, str] | None = None) -> None:
+    def __init__(self, cfg: Any, parts: dict[str, Any], arch: str, export_meta: dict[str, str] | None = None) -> None:
         self.cfg = cfg
         self.export_meta = dict(export_meta or {})
         self.parts = parts
         self.model: torch.nn.Module = parts["model"]
         self.arch = arch
-        self.notes_suffix = notes_suffix
         self.run = RunDir(cfg.run, save_every_s=cfg.save_every_s)
         self.logger = JsonlLogger(self.run.log_path)
         self.best = -math.inf
@@ -435,7 +432,7 @@ class ValidatedRun:
         if improved and cfg.export and v["val_psnr"] > v["input_psnr"] + cfg.export_margin_db:
             export_safetensors(self.model, cfg.export, arch=self.arch, steps=step,
                                notes=f"LFDOF centre-crop {cfg.val_crop}px val {v['val_psnr']:.3f} dB "
-                                     f"(input {v['input_psnr']:.3f}){self.notes_suffix}", **self.export_meta)
+                                     f"(input {v['input_psnr']:.3f})", **self.export_meta)
             log.info("exported %s at step %d", cfg.export, step)
 
     def after_step(self, step: int, validate: bool) -> None:
@@ -453,7 +450,7 @@ class ValidatedRun:
         exported = bool(cfg.export) and self.best > -math.inf and Path(cfg.export).exists()
         if cfg.export and not cfg.val_root:
             export_safetensors(self.model, cfg.export, arch=self.arch, steps=step,
-                               notes=f"final weights (no validation){self.notes_suffix}", **self.export_meta)
+                               notes="final weights (no validation)", **self.export_meta)
             exported = True
         return {"step": step, "best_val_psnr": self.best if math.isfinite(self.best) else None,
                 "seconds": time.monotonic() - t0, "exported": exported}

@@ -21,7 +21,8 @@ Recipe (paper / official code → ours):
 The generator's output is a sigmoid (no residual), so a randomly initialised generator starts far from the
 identity and spends its first thousands of steps learning to reproduce the photo. ``init="identity"``
 (:func:`identity_init`, the default) instead sets a few weights so that the untrained network already
-returns its input (≈50 dB) and training starts at the blurry input's PSNR; see that function. Exports ``weights/defocusgan.safetensors`` (468 tensors, official layout) whenever the LFDOF
+returns its input (≈50 dB) and training starts at the blurry input's PSNR; see that function.
+Exports ``weights/defocusgan.safetensors`` (468 tensors, official layout) whenever the LFDOF
 centre-crop PSNR improves and beats the blurry input's.
 """
 
@@ -40,7 +41,8 @@ import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GANTrainConfig", "generator_loss", "identity_init", "pin_identity_grads", "train", "train_config", "config_from_options", "main"]
+__all__ = ["GANTrainConfig", "generator_loss", "identity_init", "pin_identity_grads", "train", "train_config",
+           "config_from_options", "main"]
 
 ANNEAL_REFERENCE = 2e4
 """The official curriculum length (iterations) that ``anneal_steps`` is mapped onto."""
@@ -272,8 +274,6 @@ def train_config(cfg: GANTrainConfig) -> dict[str, Any]:
         identity_init(gen)
     elif cfg.init:
         load_init(gen, cfg.init)
-    for g in opt_g.param_groups:
-        g["lr"] = cfg.lr
     stream = batch_stream(cache=cfg.cache, photos=cfg.photos, paired=cfg.paired, patch=cfg.patch,
                           batch=cfg.batch, seed=cfg.seed, start=step)
     stop = StopFlag()

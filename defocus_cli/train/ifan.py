@@ -44,7 +44,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IFANTrainConfig", "ReblurNet", "warp_horizontal", "init_identity", "forward_train", "ifan_loss",
+__all__ = ["IFANTrainConfig", "ReblurNet", "warp_horizontal", "init_identity", "ifan_loss",
            "train", "train_config", "config_from_options", "main", "COC_PER_DME"]
 
 #: Signed CoC radius (px, full resolution) per unit of the trained DME output (1/8-scale disparity):
@@ -141,20 +141,11 @@ def init_identity(model: nn.Module) -> None:
         conv.bias.zero_()
 
 
-def forward_train(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """IFAN training forward on ``x`` ``(N, 3, H, W)`` (H, W multiples of 8).
-
-    Returns ``(y, d, g)``: unclipped output ``(N, 3, H, W)``, DME output ``(N, 1, H/8, W/8)`` and the filter-trunk
-    features ``(N, 128, H/8, W/8)`` (the input of the filter predictor's 1×1 conv); see
-    :meth:`defocus_cli.archs.ifan.IFAN.forward_train` (the graph of ``forward_with_dme`` without the final clip)."""
-    return model.forward_train(x)
-
-
 def ifan_loss(model: nn.Module, reblur: ReblurNet, b: dict[str, torch.Tensor],
               cfg: IFANTrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its terms for one batch ``b`` (see the module docstring)."""
     x, y = b["blur"], b["sharp"]
-    out, d, g = forward_train(model, x)
+    out, d, g = model.forward_train(x)
     l_deblur = F.mse_loss(out, y)
     total = l_deblur
     logs: dict[str, float] = {"deblur": l_deblur.item()}
@@ -210,7 +201,7 @@ def train_config(cfg: IFANTrainConfig) -> dict[str, Any]:
     params = list(model.parameters()) + list(reblur.parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr)
     run = ValidatedRun(cfg, {"model": model, "reblur": reblur, "optim": opt}, arch="ifan",
-                       notes_suffix=f"; dme_to_coc={COC_PER_DME}", export_meta={"dme_to_coc": str(COC_PER_DME)})
+                       export_meta={"dme_to_coc": str(COC_PER_DME)})
     step = 0
     resumed = run.resume()  # the checkpoint's step; None for a new run
     if resumed is not None:
