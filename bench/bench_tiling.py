@@ -10,6 +10,7 @@ Examples::
     python bench/bench_tiling.py                                  # all engines, tile 768, default settings
     python bench/bench_tiling.py --engines ifan --sweep           # blend/overlap sweep for IFAN
     python bench/bench_tiling.py --engines ifan --tiles 512,1024  # overhead vs tile size
+    python bench/bench_tiling.py --engines ifan --trained --overlaps 16,32,64  # agreement vs overlap
     python bench/bench_tiling.py --synthetic                      # blend study on a known-RF stand-in
 
 Random weights unless ``--trained``: the agreement then describes the architecture's sensitivity to
@@ -83,6 +84,7 @@ def main() -> None:
     ap.add_argument("--size", default="1680x1120")
     ap.add_argument("--tiles", default="768", help="comma-separated tile sizes")
     ap.add_argument("--sweep", action="store_true", help="also sweep blend (0, default, 2*overlap) and overlap")
+    ap.add_argument("--overlaps", default="", help="comma-separated overlaps to try (default blend) besides the default")
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--trained", action="store_true")
     ap.add_argument("--synthetic", action="store_true", help="only the blend study on a known-RF stand-in")
@@ -122,6 +124,9 @@ def main() -> None:
         if args.sweep:
             t0 = int(args.tiles.split(",")[0])
             configs += [(t0, rf, 0), (t0, rf, 2 * rf), (t0, rf // 2, None), (t0, rf // 2, 0)]
+        if args.overlaps:
+            t0 = int(args.tiles.split(",")[0])
+            configs += [(t0, int(ov), None) for ov in args.overlaps.split(",")]
         for tile, ov, blend in configs:
             holder: dict[str, Any] = {}
 

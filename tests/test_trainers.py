@@ -176,6 +176,38 @@ def test_defocusgan_identity_init_and_pinning() -> None:
     assert float(moved.abs().max()) > 0  # the free channels do learn
 
 
+def test_defocusgan_tied_taps_upsample_without_grid() -> None:
+    """Tied 2x2/2 transposed convs equal nearest x2 + 1x1 conv (no period-2 pattern), before and after an Adam
+    step with tied gradients; untied random taps do make a pattern (the test can fail)."""
+    from torch.nn import functional as F
+
+    from defocus_cli.archs.defocusgan import DefocusGAN
+    from defocus_cli.train.defocusgan import tie_transposed_taps
+
+    torch.manual_seed(0)
+    gen = DefocusGAN()
+    convs = [m for m in gen.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert len(convs) == 2
+    x = torch.rand(1, convs[0].in_channels, 6, 5)
+
+    def grid(conv: torch.nn.ConvTranspose2d) -> float:
+        with torch.no_grad():
+            y = conv(x)
+            w = conv.weight[:, :, :1, :1].transpose(0, 1)  # (out, in, 1, 1) of tap (0, 0)
+            z = F.interpolate(F.conv2d(x, w, conv.bias), scale_factor=2, mode="nearest")
+        return float((y - z).abs().max())
+
+    assert grid(convs[0]) > 1e-2
+    tie_transposed_taps(gen)
+    assert grid(convs[0]) < 1e-5 and grid(convs[1]) < 1e-5
+    opt = torch.optim.Adam(gen.parameters(), lr=1e-2)
+    img = torch.rand(1, 3, 32, 32)
+    gen(img).sub(torch.rand_like(img)).abs().mean().backward()
+    tie_transposed_taps(gen, grads=True)
+    opt.step()
+    assert grid(convs[0]) < 1e-5 and grid(convs[1]) < 1e-5
+
+
 def test_losses() -> None:
     from defocus_cli.archs.defocusgan_disc import PatchDiscriminator
     from defocus_cli.train.losses import PerceptualLoss, critic_loss_wgan_gp, defocus_weight, tv_loss

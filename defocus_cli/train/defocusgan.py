@@ -41,8 +41,8 @@ import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GANTrainConfig", "generator_loss", "identity_init", "pin_identity_grads", "train", "train_config",
-           "config_from_options", "main"]
+__all__ = ["GANTrainConfig", "generator_loss", "identity_init", "pin_identity_grads", "tie_transposed_taps", "train",
+           "train_config", "config_from_options", "main"]
 
 ANNEAL_REFERENCE = 2e4
 """The official curriculum length (iterations) that ``anneal_steps`` is mapped onto."""
@@ -79,6 +79,7 @@ class GANTrainConfig:
     seed: int = 0
     init: str | None = "identity"
     pin_identity: bool = True
+    tie_taps: bool = True
     warmup: int = 200
 
 
@@ -175,6 +176,29 @@ def pin_identity_grads(gen: torch.nn.Module, knots: int = IDENTITY_KNOTS) -> Non
     for p, dim in _identity_rows(gen):
         if p.grad is not None:
             p.grad.index_fill_(dim, idx.to(p.grad.device), 0.0)
+
+
+def _stride_sized_transposed(gen: torch.nn.Module) -> list[torch.nn.ConvTranspose2d]:
+    """The transposed convs whose kernel equals their stride (``unetup4``'s two 2x2/2 upsamplers)."""
+    return [m for m in gen.modules()
+            if isinstance(m, torch.nn.ConvTranspose2d) and tuple(m.kernel_size) == tuple(m.stride)]
+
+
+@torch.no_grad()
+def tie_transposed_taps(gen: torch.nn.Module, grads: bool = False) -> None:
+    """Give every tap of each stride-sized transposed conv (:func:`_stride_sized_transposed`) the same weight.
+
+    A 2x2/2 transposed conv writes each input pixel into a 2x2 block with four independent weights, so any
+    difference between the taps is a period-2 pattern in the output (the "checkerboard" of Odena et al.,
+    Distill 2016); two in a row (x4) add a period-4 grid. With equal taps the layer is exactly nearest-neighbour
+    x2 upsampling followed by a 1x1 conv: no grid, the layout unchanged. Called on the weights after
+    initialisation and on the gradients before every step (``grads=True``), the taps stay tied through Adam
+    (equal gradients give equal moments and equal updates).
+    """
+    for m in _stride_sized_transposed(gen):
+        t = m.weight.grad if grads else m.weight
+        if t is not None:
+            t.copy_(t.mean(dim=(2, 3), keepdim=True).expand_as(t))
 
 
 def curriculum_iter(step: int, anneal_steps: int) -> float:
@@ -274,6 +298,8 @@ def train_config(cfg: GANTrainConfig) -> dict[str, Any]:
         identity_init(gen)
     elif cfg.init:
         load_init(gen, cfg.init)
+    if cfg.tie_taps:
+        tie_transposed_taps(gen)
     stream = batch_stream(cache=cfg.cache, photos=cfg.photos, paired=cfg.paired, patch=cfg.patch,
                           batch=cfg.batch, seed=cfg.seed, start=step)
     stop = StopFlag()
@@ -304,6 +330,8 @@ def train_config(cfg: GANTrainConfig) -> dict[str, Any]:
         loss.backward()
         if cfg.pin_identity and cfg.init == "identity":
             pin_identity_grads(gen)
+        if cfg.tie_taps:
+            tie_transposed_taps(gen, grads=True)
         torch.nn.utils.clip_grad_norm_(gen.parameters(), 1.0)
         opt_g.step()
         if use_adv:
