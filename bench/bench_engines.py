@@ -115,7 +115,7 @@ def section_conv(args: argparse.Namespace) -> list[dict[str, Any]]:
         for prec, layout in (("fp32", "nchw"), ("fp32", "cl"), ("bf16", "cl")):
             r = C.run_child(
                 HERE, ["--child", "conv", "--precision", prec, "--layout", layout, "--reps", "5"],
-                env={"DEFOCUS_MALLOC_TUNING": "1" if malloc == "on" else "0"},
+                env=malloc_env(malloc),
             )
             r.setdefault("precision", prec)
             r.setdefault("layout", layout)
@@ -236,7 +236,7 @@ def section_speed(args: argparse.Namespace, conv_rows: list[dict], mac_rows: lis
                     if args.overlap is not None:
                         cargs += ["--overlap", str(args.overlap)]
                     t0 = time.time()
-                    r = C.run_child(HERE, cargs, env={"DEFOCUS_MALLOC_TUNING": "1" if malloc == "on" else "0"})
+                    r = C.run_child(HERE, cargs, env=malloc_env(malloc))
                     r.update(engine=name, precision=prec, size=size, malloc=malloc)
                     g = rate.get((prec, "on"))
                     if name in macs and g and "mp" in r:
@@ -253,6 +253,14 @@ def section_speed(args: argparse.Namespace, conv_rows: list[dict], mac_rows: lis
     return rows
 
 
+def malloc_env(malloc: str) -> dict[str, str]:
+    """Environment of a child for allocator setting ``malloc``: ``on`` (the product's tuning: no mmap, never
+    trim), ``off`` (glibc defaults), or ``trimN`` (tuned, but trim above N MiB; ``trim2047`` = the old setting)."""
+    if malloc.startswith("trim"):
+        return {"DEFOCUS_MALLOC_TUNING": "1", "DEFOCUS_MALLOC_TRIM_MB": malloc[4:]}
+    return {"DEFOCUS_MALLOC_TUNING": "1" if malloc == "on" else "0", "DEFOCUS_MALLOC_TRIM_MB": ""}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--child", choices=["conv", "engine"])
@@ -264,7 +272,7 @@ def main() -> None:
     ap.add_argument("--precisions", default="fp32")
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--sizes", default="1680x1120")
-    ap.add_argument("--malloc", default="on", help="on,off: tuned and/or default glibc allocator")
+    ap.add_argument("--malloc", default="on", help="on,off,trimN: tuned, default glibc, tuned but trimming above N MiB")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--tile", default="auto")
     ap.add_argument("--overlap", default=None)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -144,6 +147,44 @@ def test_tune_allocator_is_idempotent() -> None:
     assert isinstance(first, bool)
     assert runtime.tune_allocator() is first
     assert runtime.allocator_tuned() is first
+
+
+def test_trim_threshold_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DEFOCUS_MALLOC_TRIM_MB", raising=False)
+    assert runtime._trim_threshold() == -1  # default: never trim
+    monkeypatch.setenv("DEFOCUS_MALLOC_TRIM_MB", "512")
+    assert runtime._trim_threshold() == 512 * 2**20
+    monkeypatch.setenv("DEFOCUS_MALLOC_TRIM_MB", "100000")
+    assert runtime._trim_threshold() == 2047 * 2**20  # mallopt takes a C int
+    monkeypatch.setenv("DEFOCUS_MALLOC_TRIM_MB", "lots")
+    assert runtime._trim_threshold() == -1
+
+
+_KEEP_AND_RELEASE = """
+import os, torch
+from defocus_cli import runtime
+def rss(): return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+assert runtime.tune_allocator()
+base = rss()
+x = torch.ones(64 * 2**20)  # 256 MiB
+del x
+kept = rss() - base
+released = runtime.release_memory()
+print(f"{kept:.0f} {int(released)} {rss() - base:.0f}")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or runtime._libc() is None,
+                    reason="the allocator tuning is glibc-only (mallopt/malloc_trim)")
+def test_tuned_allocator_keeps_freed_memory_until_released() -> None:
+    """With the tuning, a freed 256 MiB tensor stays in the heap (no re-faulting for the next tile);
+    release_memory hands it back."""
+    env = {**os.environ, "DEFOCUS_MALLOC_TUNING": "1", "DEFOCUS_MALLOC_TRIM_MB": "", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", _KEEP_AND_RELEASE], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    kept, released, after = float(out[0]), out[1], float(out[2])
+    assert kept > 200, kept
+    assert released == "1" and after < 50, (released, after)
 
 
 def test_auto_tile_whole_image_when_it_fits(monkeypatch: pytest.MonkeyPatch) -> None:
