@@ -167,7 +167,8 @@ class SFTNet(nn.Module):
     multiple_of: int = 4
     #: Context per tile side (px). Tiled-vs-whole PSNR of the shipped weights at 1680x1120, tile 768
     #: (bench/bench_tiling.py --overlaps): 82.7/83.1/83.1/84.9/82.2 dB at 32/48/64/96/160 px: flat, so the
-    #: context is not what limits agreement; 48 px halves the tiling overhead of 160.
+    #: context is not what limits agreement (γ's channel factor pools over the whole tile); 48 px cuts the
+    #: tiling overhead of 160 px.
     receptive_field: int = 48
     #: Peak RSS growth of a whole-image fp32 forward on CPU with the tuned allocator, bytes per input pixel
     #: (measured 559 at 0.6-2.1 MP by bench/bench_engines.py --sections bpp, plus ~10%); tile='auto' uses it.

@@ -79,7 +79,7 @@ class GANTrainConfig:
     seed: int = 0
     init: str | None = "identity"
     pin_identity: bool = True
-    tie_taps: bool = True
+    tie_taps: bool = False
     warmup: int = 200
 
 
@@ -193,7 +193,9 @@ def tie_transposed_taps(gen: torch.nn.Module, grads: bool = False) -> None:
     Distill 2016); two in a row (x4) add a period-4 grid. With equal taps the layer is exactly nearest-neighbour
     x2 upsampling followed by a 1x1 conv: no grid, the layout unchanged. Called on the weights after
     initialisation and on the gradients before every step (``grads=True``), the taps stay tied through Adam
-    (equal gradients give equal moments and equal updates).
+    (equal gradients give equal moments and equal updates). Off by default (``tie_taps``): on our CPU run it
+    removed the grid but the coarse branches then left visible 8-16 px blocks on real photos
+    (``weights/defocusgan.md``).
     """
     for m in _stride_sized_transposed(gen):
         t = m.weight.grad if grads else m.weight
