@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 import math
@@ -58,8 +59,9 @@ _allocator_state: bool | None = None
 _threads_configured = False
 
 
+@functools.lru_cache(maxsize=1)
 def _libc() -> Any | None:
-    """glibc through ctypes, or None off glibc (macOS, Windows, musl)."""
+    """glibc through ctypes (loaded once), or None off glibc (macOS, Windows, musl)."""
     if not sys.platform.startswith("linux"):
         return None
     try:

@@ -178,15 +178,10 @@ def pin_identity_grads(gen: torch.nn.Module, knots: int = IDENTITY_KNOTS) -> Non
             p.grad.index_fill_(dim, idx.to(p.grad.device), 0.0)
 
 
-def _stride_sized_transposed(gen: torch.nn.Module) -> list[torch.nn.ConvTranspose2d]:
-    """The transposed convs whose kernel equals their stride (``unetup4``'s two 2x2/2 upsamplers)."""
-    return [m for m in gen.modules()
-            if isinstance(m, torch.nn.ConvTranspose2d) and tuple(m.kernel_size) == tuple(m.stride)]
-
-
 @torch.no_grad()
 def tie_transposed_taps(gen: torch.nn.Module, grads: bool = False) -> None:
-    """Give every tap of each stride-sized transposed conv (:func:`_stride_sized_transposed`) the same weight.
+    """Give every tap of each transposed conv whose kernel equals its stride (``unetup4``'s two 2x2/2 upsamplers)
+    the same weight.
 
     A 2x2/2 transposed conv writes each input pixel into a 2x2 block with four independent weights, so any
     difference between the taps is a period-2 pattern in the output (the "checkerboard" of Odena et al.,
@@ -197,7 +192,9 @@ def tie_transposed_taps(gen: torch.nn.Module, grads: bool = False) -> None:
     removed the grid but the coarse branches then left visible 8-16 px blocks on real photos
     (``weights/defocusgan.md``).
     """
-    for m in _stride_sized_transposed(gen):
+    for m in gen.modules():
+        if not isinstance(m, torch.nn.ConvTranspose2d) or tuple(m.kernel_size) != tuple(m.stride):
+            continue
         t = m.weight.grad if grads else m.weight
         if t is not None:
             t.copy_(t.mean(dim=(2, 3), keepdim=True).expand_as(t))
