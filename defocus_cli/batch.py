@@ -56,7 +56,17 @@ from defocus_cli.photo_io import (
     format_from_path,
     normalize_format,
     read_photo,
-    atomic_write_bytes,
+    atomic_write_bytes,  # noqa: F401 - kept importable from here
+)
+from defocus_cli.safe_io import (
+    Target,
+    atomic_write,
+    check_name_part,
+    check_targets,
+    describe_os_error,
+    path_key,
+    read_head,
+    regular_file_problem,
 )
 
 log = logging.getLogger(__name__)
@@ -157,22 +167,43 @@ def _is_hidden(name: str) -> bool:
 
 def scan_folder(folder: Path, recursive: bool, exclude: Path | None = None) -> list[Path]:
     """Image files in ``folder`` (natural order), descending when ``recursive``; hidden entries and the
-    ``exclude`` folder (an output folder inside the input) are skipped."""
+    ``exclude`` folder (an output folder inside the input) are skipped.
+
+    Each real folder is visited once (a link back to a folder already seen, e.g. ``ln -s . loop``, is
+    skipped), so link loops end. Entries with an image extension that are broken links, link loops, FIFOs or
+    devices are returned like files: reading them fails for that item alone ("not a regular file", "broken
+    symbolic link"), and the rest of the batch goes on.
+    """
     found: list[Path] = []
-    excl = exclude.resolve() if exclude is not None else None
+    excl = path_key(exclude) if exclude is not None else None
+    seen: set[tuple[int, int]] = set()
 
     def walk(d: Path) -> None:
         try:
-            entries = sorted(os.scandir(d), key=lambda e: _natural_key(Path(e.name)))
+            st = os.stat(d)
         except OSError as e:
-            log.warning("%s: cannot list folder (%s)", d, e.strerror or e)
+            log.warning("%s: cannot list folder (%s)", d, describe_os_error(e, d))
+            return
+        if (st.st_dev, st.st_ino) in seen:
+            log.info("%s: folder already scanned (a link back to it); not scanned again", d)
+            return
+        seen.add((st.st_dev, st.st_ino))
+        try:
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: _natural_key(Path(e.name)))
+        except OSError as e:
+            log.warning("%s: cannot list folder (%s)", d, describe_os_error(e, d))
             return
         for e in entries:
             if _is_hidden(e.name):
                 continue
             p = Path(e.path)
-            if e.is_dir(follow_symlinks=True):
-                if recursive and (excl is None or p.resolve() != excl):
+            try:
+                is_dir = e.is_dir(follow_symlinks=True)
+            except OSError:  # a link loop: not a folder we can enter
+                is_dir = False
+            if is_dir:
+                if recursive and (excl is None or path_key(p) != excl):
                     walk(p)
             elif p.suffix.lower() in IMAGE_EXTENSIONS:
                 found.append(p)
@@ -182,11 +213,10 @@ def scan_folder(folder: Path, recursive: bool, exclude: Path | None = None) -> l
 
 
 def sniff_format(path: Path) -> str | None:
-    """Format from the first bytes of a file (``jpeg``, ``png``, ``tiff``, ``webp``) or ``None``."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError:
+    """Format from the first bytes of a regular file (``jpeg``, ``png``, ``tiff``, ``webp``) or ``None``
+    (never blocks: a FIFO or device gives ``None``)."""
+    head = read_head(path, 16)
+    if head is None:
         return None
     if head.startswith(b"\xff\xd8\xff"):
         return "jpeg"
@@ -200,7 +230,7 @@ def sniff_format(path: Path) -> str | None:
 
 
 def _key(p: Path) -> str:
-    return os.path.normcase(str(p.resolve()))
+    return path_key(p)
 
 
 def _is_folder_target(out: str, n_inputs: int, any_folder: bool) -> bool:
@@ -241,6 +271,8 @@ def plan_batch(
         raise UsageError(f"--quality must be 1-100, got {opts.quality}")
     if opts.max_pixels is not None and opts.max_pixels < 1:
         raise UsageError(f"--max-pixels must be >= 1, got {opts.max_pixels}")
+    check_name_part(opts.suffix, "--suffix")
+    check_name_part(opts.default_suffix, "default suffix")
     fmt = None if opts.fmt.lower() == "same" else normalize_format(opts.fmt)
     if list(inputs).count(STDIO) > 1:
         raise UsageError("'-' (stdin) may be given only once")
@@ -273,7 +305,7 @@ def plan_batch(
                     "folder holds no .jpg/.png/.tif/.webp images"
                     + ("" if opts.recursive else " (use --recursive to look in sub-folders)"))))
             sources.extend((f, p) for f in files)
-        elif p.exists():
+        elif os.path.lexists(p):  # a file, or a link/FIFO/device: reading it says what is wrong with it
             sources.append((p, None))
         else:
             early.append(Item(p, None, status="error", error="no such file or folder"))
@@ -319,8 +351,8 @@ def plan_batch(
         item_fmt = fmt or format_from_path(src) or sniff_format(src)
         if fmt is None and format_from_path(src) is None:
             if item_fmt is None:
-                items.append(Item(src, None, None, status="error",
-                                  error="not a JPEG, PNG, TIFF or WebP file (unknown extension and content)"))
+                items.append(Item(src, None, None, status="error", error=regular_file_problem(src) or
+                                  "not a JPEG, PNG, TIFF or WebP file (unknown extension and content)"))
                 continue
             ext = EXTENSIONS[item_fmt]
         if folder_mode:
@@ -360,6 +392,11 @@ def _check_mapping(items: list[Item], opts: BatchOptions) -> None:
                 "use --format, --suffix or separate runs"
             )
         seen[k] = it
+    # the rules every written file follows (safe_io): no folder or special file as target, no file on the way
+    # to it, legal name length; existence is handled below (refuse / overwrite / skip)
+    check_targets([Target(it.output, "output") for it in items if it.output is not None and it.status == "pending"
+                   and not (opts.existing == "skip" and it.output.exists())],
+                  [], overwrite=True)
     existing = [it for it in items if it.status == "pending" and it.output is not None and it.output.exists()]
     if not existing:
         return
@@ -480,15 +517,11 @@ def _run_one(
         else:
             if opts.existing == "refuse" and it.output.exists():
                 raise OutputError(f"{it.output} appeared while the batch ran; not replaced (use --overwrite)")
-            try:
-                it.output.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise OutputError(f"cannot create folder {it.output.parent} ({e.strerror or e})") from None
-            atomic_write_bytes(it.output, data)
+            atomic_write(it.output, data)  # creates the output's folder, short temp name, fsync, rename
         it.status = "ok"
         if photo.notes:
             it.extra["notes"] = list(photo.notes)
-    except (WeightsError, DeviceError, UsageError):
+    except (WeightsError, DeviceError, UsageError, BrokenPipeError):
         raise
     except DefocusError as e:
         it.status, it.error = "error", _short(str(e), it)
@@ -496,7 +529,10 @@ def _run_one(
         it.status, it.error = "error", "out of memory (try a smaller --tile or a smaller image)"
     except Exception as e:  # noqa: BLE001 - one bad file never stops the batch
         log.debug("%s: unexpected error", it.input_label, exc_info=True)
-        it.status, it.error = "error", f"{type(e).__name__}: {e}"
+        if isinstance(e, OSError):
+            it.status, it.error = "error", describe_os_error(e, it.output or it.input)
+        else:
+            it.status, it.error = "error", f"{type(e).__name__}: {e}"
     finally:
         it.seconds = time.perf_counter() - t0
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from defocus_cli import registry
 from defocus_cli._version import __version__
 from defocus_cli.errors import InputError, OutputError, UsageError
+from defocus_cli.safe_io import Target, atomic_write, check_targets, is_regular_file
 from defocus_cli.weights import sha256_file, state_dict_mismatch
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -70,7 +70,10 @@ def load_checkpoint(src: str | Path) -> Any:
     import torch
 
     p = Path(src)
-    if not p.is_file():
+    if not is_regular_file(p):
+        if os.path.lexists(p):
+            raise InputError(f"checkpoint {p} is not a regular file (a folder, pipe, device or broken link); "
+                             "pass the official file (e.g. IFAN.pytorch, 90_models.pth)")
         raise InputError(f"checkpoint {p} not found; pass the official file (e.g. IFAN.pytorch, 90_models.pth)")
     try:
         with warnings.catch_warnings():
@@ -185,29 +188,18 @@ def _build(arch: str) -> "torch.nn.Module":
 
 
 def write_safetensors_atomic(tensors: dict[str, "torch.Tensor"], dst: Path, metadata: dict[str, str]) -> None:
-    """Write ``tensors`` to ``dst`` via a temporary file in the same folder and ``os.replace``.
+    """Write ``tensors`` to ``dst`` atomically (:func:`defocus_cli.safe_io.atomic_write`: a short-named
+    temporary file in the same folder, fsync, ``os.replace``; removed on any failure).
 
     Raises:
-        OutputError: the folder does not exist or is not writable.
+        OutputError: the folder does not exist or is not writable, or the disk is full.
     """
     from safetensors.torch import save_file
 
     folder = dst.parent if str(dst.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"output folder {folder} does not exist; create it first")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise OutputError(f"cannot write into {folder} ({e.strerror}); choose a writable folder") from None
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, dst)
-    except OSError as e:
-        raise OutputError(f"cannot write {dst} ({e.strerror or e})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(dst, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), make_parents=False)
 
 
 def convert_checkpoint(
@@ -225,7 +217,7 @@ def convert_checkpoint(
         dst: the ``.safetensors`` file to write (replaced atomically if it exists and ``overwrite``).
         arch: ``"ifan"``, ``"defocusgan"`` or ``"defocusgan-map"``.
         dtype: floating-point storage of the output, ``"fp32"`` (default) or ``"fp16"``.
-        overwrite: replace an existing ``dst``; if False an existing ``dst`` is an :class:`OutputError`.
+        overwrite: replace an existing ``dst``; if False an existing ``dst`` is a :class:`UsageError`.
 
     Returns:
         ``{"source", "output", "arch", "dtype", "tensors", "params", "dropped", "bytes", "sha256",
@@ -234,7 +226,8 @@ def convert_checkpoint(
     Raises:
         UsageError: unknown ``arch``/``dtype``, or the checkpoint is of another architecture.
         InputError: ``src`` is missing, not a checkpoint, refused by the weights-only loader, or incomplete.
-        OutputError: ``dst`` cannot be written, is ``src`` itself, or exists and ``overwrite`` is False.
+        UsageError: ``dst`` is ``src`` itself, exists and ``overwrite`` is False, or its folder is missing.
+        OutputError: ``dst`` cannot be written.
     """
     import torch
 
@@ -245,10 +238,8 @@ def convert_checkpoint(
     src_p, dst_p = Path(src), Path(dst)
     if dst_p.suffix != ".safetensors":
         raise UsageError(f"output {dst_p.name} must end in .safetensors")
-    if src_p.exists() and dst_p.exists() and src_p.resolve() == dst_p.resolve():
-        raise OutputError(f"output {dst_p} is the input checkpoint; choose another file name")
-    if dst_p.exists() and not overwrite:
-        raise OutputError(f"{dst_p} exists; pass --overwrite to replace it")
+    # the rules every written file follows: not the input, not existing unless overwrite, folder exists
+    check_targets([Target(dst_p, "output")], [src_p], overwrite=overwrite, create_folders=False)
 
     obj = load_checkpoint(src_p)
     raw_count = _count_tensors(obj)

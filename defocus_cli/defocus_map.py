@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from defocus_cli.errors import OutputError, UsageError, WeightsError
+from defocus_cli.errors import UsageError, WeightsError
+from defocus_cli.safe_io import Target, check_targets
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -219,13 +220,6 @@ def _stats(r: np.ndarray) -> dict[str, float]:
     return {k: round(float(f(r)), 4) for k, f in (("min", np.min), ("max", np.max), ("mean", np.mean), ("median", np.median))}
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except OSError:  # pragma: no cover
-        return False
-
-
 def run_map(
     inputs: list[str | Path],
     output: str | Path,
@@ -258,10 +252,11 @@ def run_map(
         black_level, white_level: integer levels of the input files (raw DP frames: e.g. 1024 for Pixel 4).
         baseline: ``"auto"``, ``"h"`` or ``"v"`` (DP pairs).
         preview: optional colour-mapped PNG.
-        overwrite: replace existing output/preview files (else :class:`OutputError`).
+        overwrite: replace existing output/preview files (else :class:`UsageError`).
         max_disparity: classical DP search range, px (see :func:`estimate_dp_map`).
     Raises:
-        UsageError (exit 2), InputError/OutputError (exit 1), WeightsError (exit 3), DeviceError (exit 4).
+        UsageError (exit 2: also for a target that is an input, exists without ``overwrite``, or whose folder
+        is missing), InputError/OutputError (exit 1), WeightsError (exit 3), DeviceError (exit 4).
     """
     from defocus_cli import map_io
 
@@ -281,19 +276,9 @@ def run_map(
     if preview is not None and Path(preview).suffix.lower() != ".png":
         raise UsageError(f"--preview must name a .png file, got {str(preview)!r}")
     in_paths = [Path(p) for p in inputs]
-    targets = [out] + ([Path(preview)] if preview is not None else [])
-    for tp in targets:
-        for ip in in_paths:
-            if _same_file(tp, ip):
-                raise OutputError(f"{tp}: would replace the input {ip}; choose another output name")
-    if preview is not None and _same_file(out, Path(preview)):
-        raise UsageError("--preview and -o name the same file")
-    if not overwrite:
-        for tp in targets:
-            if tp.exists():
-                raise OutputError(f"{tp}: already exists; pass --overwrite to replace it")
-    if not out.parent.is_dir():
-        raise OutputError(f"{out.parent}: no such folder for the output map")
+    # every target is checked before anything is computed or written (exit 2, like deblur's safety rules)
+    targets = [Target(out, "-o")] + ([Target(Path(preview), "--preview")] if preview is not None else [])
+    check_targets(targets, in_paths, overwrite=overwrite, create_folders=False)
     if method == "classical" and (model_name or weights_file):
         raise UsageError("--model/--weights and --method classical exclude each other")
 

@@ -228,6 +228,9 @@ def read_map(path: str | os.PathLike[str]) -> np.ndarray:
         arr = arr[0]
     if arr.ndim != 2:
         raise InputError(f"{p}: map has shape {arr.shape}, expected (H, W)")
+    if arr.size == 0 or not np.isfinite(arr).any():
+        raise InputError(f"{p}: map holds no finite radius (all NaN or infinite); expected CoC radii in px, "
+                         "as `defocus map` writes them")
     return arr
 
 

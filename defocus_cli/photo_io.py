@@ -34,7 +34,6 @@ import logging
 import os
 import struct
 import threading
-import uuid
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from defocus_cli.errors import InputError, OutputError, UsageError
+from defocus_cli.safe_io import atomic_write, read_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -165,18 +165,13 @@ def read_photo(
 
 def read_input_bytes(path: Path) -> bytes:
     """All bytes of the input image file ``path`` (``b""`` for an empty file: callers name the formats they expect).
+    Only regular files are read (see :func:`defocus_cli.safe_io.read_regular_file`): a FIFO or a device is
+    refused at once, never waited on.
 
     Raises:
-        InputError: ``path`` is a folder, does not exist, or cannot be read.
+        InputError: ``path`` is a folder, not a regular file, does not exist, or cannot be read.
     """
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder, expected an image file")
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    return read_regular_file(path)
 
 
 def _open_header(data: bytes, label: str, max_pixels: int | None) -> Any:
@@ -227,7 +222,58 @@ def _needs_cv2(img: Any, fmt: str, data: bytes) -> bool:
     return False
 
 
+_TIFF_SAMPLE_FORMATS = {1: "unsigned integer", 2: "signed integer", 3: "floating-point", 4: "undefined",
+                        5: "complex integer", 6: "complex floating-point"}
+
+
+def _tiff_layout(data: bytes) -> dict[int, tuple[int, ...]] | None:
+    """Tags 258 (BitsPerSample), 262 (Photometric), 277 (SamplesPerPixel), 339 (SampleFormat) of a classic
+    TIFF's first IFD, read from the bytes (no decoder involved); ``None`` when it is not a parsable TIFF."""
+    if len(data) < 8 or data[:4] not in (b"II*\x00", b"MM\x00*"):
+        return None
+    e = "<" if data[:2] == b"II" else ">"
+    try:
+        (ifd,) = struct.unpack_from(e + "I", data, 4)
+        (n,) = struct.unpack_from(e + "H", data, ifd)
+        sizes = {1: 1, 3: 2, 4: 4}
+        out: dict[int, tuple[int, ...]] = {}
+        for i in range(min(n, 512)):
+            tag, typ, count = struct.unpack_from(e + "HHI", data, ifd + 2 + 12 * i)
+            if tag not in (258, 262, 277, 339) or typ not in sizes or count > 64:
+                continue
+            size = sizes[typ] * count
+            off = ifd + 2 + 12 * i + 8
+            if size > 4:
+                (off,) = struct.unpack_from(e + "I", data, off)
+            code = {1: "B", 3: "H", 4: "I"}[typ]
+            out[tag] = struct.unpack_from(e + code * count, data, off)
+        return out
+    except struct.error:
+        return None
+
+
+def _check_tiff_layout(data: bytes, label: str) -> None:
+    """Refuse, with a message that names it, a TIFF sample layout we do not decode (float, signed, 16-bit CMYK)."""
+    tags = _tiff_layout(data)
+    if not tags:
+        return
+    bits = max(tags.get(258, (1,)) or (1,))
+    fmt = (tags.get(339) or (1,))[0]
+    if fmt != 1:
+        kind = _TIFF_SAMPLE_FORMATS.get(fmt, f"sample format {fmt}")
+        raise InputError(
+            f"{label}: TIFF with {bits}-bit {kind} samples is not supported; expected 8- or 16-bit unsigned "
+            "integer samples (save it as a 16-bit TIFF or PNG)"
+        )
+    if (tags.get(262) or (0,))[0] == 5 and bits > 8:
+        raise InputError(
+            f"{label}: {bits}-bit CMYK TIFF is not supported; expected 8-bit CMYK or 8/16-bit RGB "
+            "(convert it to 16-bit RGB with its ICC profile first)"
+        )
+
+
 def _decode(data: bytes, label: str, max_pixels: int | None) -> Photo:
+    _check_tiff_layout(data, label)
     img = _open_header(data, label, max_pixels)
     fmt = _PIL_FORMATS[img.format]
     icc = img.info.get("icc_profile") or None
@@ -625,34 +671,13 @@ def _encode_tiff(arr: np.ndarray, exif: bytes | None, icc: bytes | None, label: 
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then ``os.replace``.
-    A reader never sees a half-written file; on failure nothing is left behind.
+    """Write ``data`` to ``path`` atomically (see :func:`defocus_cli.safe_io.atomic_write`: a short-named
+    temporary file in the same folder, fsync, then ``os.replace``; nothing left behind on failure).
 
     Raises:
         OutputError: the folder is missing, read-only, full, or the path is a folder.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        if path.is_dir():
-            raise OutputError(f"{path}: is a folder, expected an output file name")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-    except OutputError:
-        raise
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+    atomic_write(path, data, make_parents=False)
 
 
 def write_photo(

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from defocus_cli.errors import OutputError
+from defocus_cli.safe_io import atomic_write
 from defocus_cli.scoring import ItemScore, ScoreResult, load_image
 
 log = logging.getLogger(__name__)
@@ -292,12 +293,9 @@ def render_report(result: ScoreResult) -> str:
 
 
 def write_report(result: ScoreResult, path: Path | str) -> Path:
-    """Write :func:`render_report` to ``path`` (UTF-8). Raises OutputError when it cannot be written."""
+    """Write :func:`render_report` to ``path`` (UTF-8) atomically. Raises OutputError when it cannot be written."""
     p = Path(path)
     text = render_report(result)
-    try:
-        p.write_text(text, encoding="utf-8")
-    except OSError as ex:
-        raise OutputError(f"cannot write the report to {p}: {ex.strerror or ex}; choose a writable path") from None
+    atomic_write(p, text.encode("utf-8"), make_parents=False)  # a full disk never leaves half a report
     log.info("report written to %s (%.1f MB)", p, len(text) / 1e6)
     return p

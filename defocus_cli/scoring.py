@@ -38,6 +38,7 @@ import numpy as np
 from defocus_cli import metrics as M
 from defocus_cli._version import __version__
 from defocus_cli.errors import DefocusError, InputError, UsageError
+from defocus_cli.safe_io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,12 @@ class Pairing:
     pairs: list[Pair]
     missing: list[Path] = field(default_factory=list)
     has_input: bool = False
+
+    def files(self) -> list[Path]:
+        """Every file this pairing reads or found (predictions, ground truths, inputs, unpaired ones): the
+        files an output (CSV, report) must never replace."""
+        out = [p for pair in self.pairs for p in (pair.pred, pair.gt, pair.input) if p is not None]
+        return out + list(self.missing)
 
 
 def normalise_key(rel_stem: str) -> str:
@@ -535,30 +542,39 @@ CSV_BASE = ("name", "pred", "gt", "height", "width", "bit_depth")
 
 def write_csv(result: ScoreResult, path: Path | str) -> None:
     """One row per item: ``name,pred,gt,[input,]height,width,bit_depth,<metrics>,[input_*,gain_*,]status,error,
-    protocol,version`` (the protocol and version repeat on each row so the file stays tidy)."""
+    protocol,version`` (the protocol and version repeat on each row so the file stays tidy).
+
+    Written atomically (:func:`defocus_cli.safe_io.atomic_write`); check the target first with
+    :func:`defocus_cli.safe_io.check_targets`.
+
+    Raises:
+        OutputError: the file cannot be written.
+    """
     import csv
+    import io
 
     cols = list(CSV_BASE)
     if result.has_input:
         cols.insert(3, "input")
     cols += result.columns() + ["status", "error", "protocol", "version"]
-    with Path(path).open("w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
-        w.writeheader()
-        for it in result.items:
-            row: dict[str, Any] = {
-                "name": it.pair.name,
-                "pred": it.pair.pred or "",
-                "gt": it.pair.gt or "",
-                "input": it.pair.input or "",
-                "height": it.height if it.height is not None else "",
-                "width": it.width if it.width is not None else "",
-                "bit_depth": it.bit_depth if it.bit_depth is not None else "",
-                "status": it.status,
-                "error": it.error or "",
-                "protocol": result.protocol,
-                "version": __version__,
-            }
-            for c in result.columns():
-                row[c] = repr(it.scores[c]) if c in it.scores else ""
-            w.writerow({k: row.get(k, "") for k in cols})
+    fh = io.StringIO(newline="")
+    w = csv.DictWriter(fh, fieldnames=cols)
+    w.writeheader()
+    for it in result.items:
+        row: dict[str, Any] = {
+            "name": it.pair.name,
+            "pred": it.pair.pred or "",
+            "gt": it.pair.gt or "",
+            "input": it.pair.input or "",
+            "height": it.height if it.height is not None else "",
+            "width": it.width if it.width is not None else "",
+            "bit_depth": it.bit_depth if it.bit_depth is not None else "",
+            "status": it.status,
+            "error": it.error or "",
+            "protocol": result.protocol,
+            "version": __version__,
+        }
+        for c in result.columns():
+            row[c] = repr(it.scores[c]) if c in it.scores else ""
+        w.writerow({k: row.get(k, "") for k in cols})
+    atomic_write(path, fh.getvalue().encode("utf-8"), make_parents=False)

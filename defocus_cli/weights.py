@@ -394,6 +394,8 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     """
     p = Path(path)
     if not p.is_file():
+        if os.path.lexists(p):
+            raise WeightsError(f"weights file {p} is not a regular file; expected an existing .safetensors file")
         raise WeightsError(f"weights file {p} not found; expected an existing .safetensors file")
     from safetensors import safe_open
 
@@ -459,6 +461,77 @@ def _state_dict_errors(module: "torch.nn.Module", state: dict[str, Any]) -> str 
     return "; ".join(parts) or None
 
 
+#: Constructor settings a weights file's ``config`` metadata may set, per architecture: ``key -> (kind, lo,
+#: hi)``; ``kind`` is ``"int"``, ``"float"`` (``None`` allowed) or ``"ints"`` (a list of ints, each in range).
+#: Anything else is refused before a network is built, so a file cannot make us allocate an absurd network
+#: or call a constructor with arguments it does not take.
+CONFIG_RULES: dict[str, dict[str, tuple[str, float, float]]] = {
+    "ifan": {"ch": ("int", 1, 256), "n_iters": ("int", 1, 64), "filter_size": ("int", 1, 15),
+             "res_num": ("int", 1, 16), "coc_per_dme": ("float", -1e4, 1e4)},
+    "sftnet": {"ch": ("int", 1, 256), "n_blocks": ("int", 1, 64), "cond_ch": ("int", 1, 256),
+               "map_ch": ("int", 1, 256), "map_blocks": ("int", 1, 64)},
+    "defocusgan": {"channels": ("int", 1, 256), "kernel_sizes": ("ints", 1, 31)},
+    "defocusgan-map": {"channels": ("int", 1, 256), "kernel_sizes": ("ints", 1, 31)},
+}
+
+
+def validate_config(arch: str, config: Mapping[str, Any], source: str | Path) -> dict[str, Any]:
+    """Check a weights file's ``config`` metadata against :data:`CONFIG_RULES` and return it as a dict.
+
+    Raises:
+        WeightsError: a key the architecture does not take, a value of the wrong type or out of range.
+    """
+    rules = CONFIG_RULES.get(arch, {})
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if key not in rules:
+            allowed = ", ".join(rules) or "none"
+            raise WeightsError(f"{source}: its 'config' metadata has key {key!r}, which the {arch!r} network does "
+                               f"not take (allowed: {allowed}); fix or remove the metadata")
+        kind, lo, hi = rules[key]
+        values = value if kind == "ints" and isinstance(value, list) else [value]
+        if kind == "ints" and (not isinstance(value, list) or not 1 <= len(value) <= 16):
+            raise WeightsError(f"{source}: config {key} must be a list of 1-16 integers, got {value!r}")
+        for v in values:
+            if kind == "float" and v is None:
+                continue
+            ok_type = isinstance(v, int) and not isinstance(v, bool) if kind in ("int", "ints") else (
+                isinstance(v, (int, float)) and not isinstance(v, bool))
+            if not ok_type or not lo <= v <= hi:
+                want = "an integer" if kind in ("int", "ints") else "a number"
+                raise WeightsError(f"{source}: config {key}={value!r} is out of range; expected {want} in "
+                                   f"[{lo:g}, {hi:g}] (the file's metadata is damaged or not ours)")
+        out[key] = list(value) if kind == "ints" else value
+    return out
+
+
+def _file_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name → shape from a safetensors header (no tensor is read)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as f:
+        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+
+
+def _meta_mismatch(build: Any, path: Path) -> str | None:
+    """Build the network on torch's ``meta`` device (no memory) and compare its tensor shapes with the
+    file's header; the problem in words, or ``None`` when they fit (or the check cannot be made)."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            module = build()
+        shapes = _file_shapes(path)
+    except Exception:  # noqa: BLE001 - a network that cannot be built on meta is checked after the real build
+        return None
+
+    class _Shape:
+        def __init__(self, shape: tuple[int, ...]) -> None:
+            self.shape = shape
+
+    return _state_dict_errors(module, {k: _Shape(v) for k, v in shapes.items()})
+
+
 def load_model(
     name: str | None = None, weights_file: str | Path | None = None, task: str = "deblur"
 ) -> LoadedModel:
@@ -492,9 +565,12 @@ def load_model(
         meta_config = read_metadata(path).get("config")
         if meta_config:
             try:
-                config = dict(json.loads(meta_config))
-            except (ValueError, TypeError):
+                parsed = json.loads(meta_config)
+            except ValueError:
+                parsed = None
+            if not isinstance(parsed, dict):
                 raise WeightsError(f"{path}: its 'config' metadata is not a JSON object") from None
+            config = validate_config(arch, parsed, path)
         if name is not None:
             named = registry.get_spec(name)
             if named.arch_key == arch:
@@ -518,11 +594,17 @@ def load_model(
     import torch
     from safetensors.torch import load_file
 
+    problem = _meta_mismatch(build, path)  # shapes first, on the meta device: nothing allocated yet
+    if problem:
+        raise WeightsError(f"{path} does not fit the {arch!r} network: {problem}")
     try:
         state = load_file(str(path), device="cpu")
     except Exception as e:  # noqa: BLE001
         raise WeightsError(f"cannot read tensors from {path}: {type(e).__name__}: {e}") from e
-    module = build()
+    try:
+        module = build()
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise WeightsError(f"{path}: the {arch!r} network cannot be built from its metadata ({e})") from None
     problem = _state_dict_errors(module, state)
     if problem:
         raise WeightsError(f"{path} does not fit the {arch!r} network: {problem}")

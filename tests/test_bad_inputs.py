@@ -232,7 +232,7 @@ def c_read_only_output_folder(d: Path) -> Case:
 def c_output_folder_uncreatable(d: Path) -> Case:
     _png(d / "a.png", smooth_rgb(6, 6))
     (d / "plainfile").write_bytes(b"x")
-    return Case([str(d / "a.png"), "-o", str(d / "plainfile" / "sub") + "/"], 1, message="cannot create folder")
+    return Case([str(d / "a.png"), "-o", str(d / "plainfile" / "sub") + "/"], 2, message="cannot create folder")
 
 
 def c_output_equals_input(d: Path) -> Case:

@@ -230,13 +230,14 @@ def test_convert_calls_the_converter(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_convert_existing_output_and_bad_checkpoint_exit_1(tmp_path: Path) -> None:
-    """The real converter: DST exists without --overwrite → 1 and DST untouched; not a checkpoint → 1."""
+    """The real converter: DST exists without --overwrite → 2 (a safety rule, checked first) and DST untouched;
+    not a checkpoint → 1."""
     src = tmp_path / "IFAN.pytorch"
     src.write_bytes(b"not a pickle at all")
     dst = tmp_path / "ifan.safetensors"
     dst.write_bytes(b"old")
     r = invoke("convert", str(src), "-o", str(dst), "--arch", "ifan")
-    assert r.exit_code == 1 and "--overwrite" in r.stderr
+    assert r.exit_code == 2 and "--overwrite" in r.stderr
     assert dst.read_bytes() == b"old"
     r = invoke("convert", str(src), "-o", str(dst), "--arch", "ifan", "--overwrite")
     assert r.exit_code == 1 and r.stderr.startswith("error: IFAN.pytorch")

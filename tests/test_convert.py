@@ -15,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from defocus_cli.convert import convert_checkpoint
-from defocus_cli.errors import InputError, OutputError, UsageError
+from defocus_cli.errors import InputError, UsageError
 
 MAKER = SHARED / "tools" / "make_official_checkpoint.py"
 VEC = SHARED / "vectors"
@@ -83,7 +83,7 @@ def test_fp16_option_and_atomic_replace(ifan_ckpt: Path, tmp_path: Path) -> None
     ref = load_file(VEC / "ifan_official_weights_fp16.safetensors")
     assert all(torch.equal(state[k], ref[k]) for k in ref)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-    with pytest.raises(OutputError):
+    with pytest.raises(UsageError):  # an existing DST is refused before any work, like every command's outputs
         convert_checkpoint(ifan_ckpt, dst, "ifan", overwrite=False)
 
 

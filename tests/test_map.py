@@ -18,7 +18,7 @@ from defocus_cli import map_io, weights
 from defocus_cli.archs._dpkernels import dp_kernels
 from defocus_cli.cli import app
 from defocus_cli.defocus_map import estimate_dp_map, estimate_single_map, run_map
-from defocus_cli.errors import OutputError, UsageError
+from defocus_cli.errors import UsageError
 from defocus_cli.map_classical import detect_baseline, disparity_to_radius, dp_disparity, dp_radius_map
 
 
@@ -286,9 +286,9 @@ def test_cli_classical_pair_json_and_preview(tmp_path: Path, dp_files: tuple[Pat
         (["{L}", "{R}", "-o", "{T}/m.npy", "--baseline", "diag", "--method", "classical"], 2),
         (["{T}/missing.png", "{R}", "-o", "{T}/m.npy", "--method", "classical"], 1),
         (["{L}", "{T}/small.png", "-o", "{T}/m.npy", "--method", "classical"], 1),  # size mismatch
-        (["{L}", "{R}", "-o", "{L}", "--method", "classical", "--format", "npy"], 1),  # would replace input
-        (["{L}", "{R}", "-o", "{T}/exists.npy", "--method", "classical"], 1),  # exists, no --overwrite
-        (["{L}", "{R}", "-o", "{T}/nodir/m.npy", "--method", "classical"], 1),
+        (["{L}", "{R}", "-o", "{L}", "--method", "classical", "--format", "npy"], 2),  # would replace input
+        (["{L}", "{R}", "-o", "{T}/exists.npy", "--method", "classical"], 2),  # exists, no --overwrite
+        (["{L}", "{R}", "-o", "{T}/nodir/m.npy", "--method", "classical"], 2),  # folder missing: checked first
     ],
 )
 def test_cli_error_exit_codes(tmp_path: Path, dp_files: tuple[Path, Path], args: list[str], code: int) -> None:
@@ -316,5 +316,5 @@ def test_cli_overwrite(tmp_path: Path, dp_files: tuple[Path, Path]) -> None:
                             "--overwrite", "-q"])
     assert r.exit_code == 0, r.output
     assert np.load(out).shape == (64, 80)
-    with pytest.raises(OutputError):
+    with pytest.raises(UsageError):
         run_map([dp_files[0], dp_files[1]], out, method="classical")

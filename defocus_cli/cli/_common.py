@@ -27,7 +27,12 @@ def stderr_console() -> Any:
 
 
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
-    """Route library logging to stderr: warnings by default, info with -v, errors only with -q."""
+    """Route library logging to stderr: warnings by default, info with -v, errors only with -q.
+
+    Third-party warnings go through the same logger, one line each and without source paths: Python
+    ``warnings`` (Pillow's "Corrupt EXIF data", numpy's RuntimeWarnings) become ``WARNING: <text>``, and
+    OpenCV's own log lines (``[ERROR:0@...] TIFF_Error ...``) are silenced (our error messages say what
+    failed); with -v OpenCV keeps its warnings and errors."""
     level = logging.ERROR if quiet else (logging.DEBUG if verbose else logging.WARNING)
     root = logging.getLogger("defocus_cli")
     root.setLevel(level)
@@ -42,35 +47,122 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
         h.stream = sys.stderr  # type: ignore[attr-defined]  # not setStream: it flushes the old one
     for h in root.handlers:
         h.setLevel(level)
+    route_third_party_warnings(verbose)
+
+
+def _show_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
+                  line: Any = None) -> None:
+    """``warnings.showwarning`` replacement: one line through our logger, no file name or source line."""
+    text = " ".join(str(message).split()) or category.__name__
+    logging.getLogger("defocus_cli.warnings").warning("%s", text[:300])
+
+
+def route_third_party_warnings(verbose: bool = False) -> None:
+    """Send Python warnings through the ``defocus_cli`` logger (one line each) and quiet OpenCV's logger."""
+    import warnings
+
+    warnings.showwarning = _show_warning
+    level = "WARNING" if verbose else "SILENT"
+    os.environ["OPENCV_LOG_LEVEL"] = level  # read when cv2 is first imported
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None:  # already imported: set it directly
+        try:
+            cv2.setLogLevel(3 if verbose else 0)  # 0 = silent, 3 = warnings
+        except Exception:  # noqa: BLE001 - an OpenCV build without the logging API
+            pass
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so that ``finally`` clauses (temporary-file clean-up) run."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    from defocus_cli.safe_io import remove_temporary_files
+
+    remove_temporary_files()
+    raise Terminated()
+
+
+def _quiet_stdout() -> None:
+    """stdout's reader went away (``| head``): point stdout at /dev/null so the exit flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # a replaced stdout (tests): nothing to redirect
+        pass
+
+
+def _flush_stdout() -> None:
+    """Flush stdout now, while a closed pipe can still be handled (exit 141 quietly), not at interpreter exit."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+        raise typer.Exit(code=141) from None
+    except (OSError, ValueError):
+        pass
 
 
 def guarded(fn: F) -> F:
     """Decorate a command: a :class:`DefocusError` becomes a one-line ``error: ...`` on stderr and its
     exit code; any other exception becomes exit 1 with a one-line message (traceback only with -v).
-    The wrapped command must take a ``verbose`` keyword argument."""
+    SIGINT exits 130 and SIGTERM 143, both after removing temporary files; a closed stdout (``| head``)
+    exits 141 quietly. The wrapped command must take a ``verbose`` keyword argument."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import signal
+
         from defocus_cli.errors import DefocusError
+        from defocus_cli.safe_io import describe_os_error, remove_temporary_files
 
         verbose = bool(kwargs.get("verbose", False))
+        previous = None
         try:
-            return fn(*args, **kwargs)
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        except (ValueError, OSError):  # not the main thread: the caller owns signals
+            previous = None
+        try:
+            result = fn(*args, **kwargs)
+            _flush_stdout()
+            return result
         except (typer.Exit, typer.Abort, SystemExit):
+            _flush_stdout()
             raise
         except DefocusError as e:
             if verbose:
                 log.exception("error")
             sys.stderr.write(f"error: {e}\n")
             raise typer.Exit(code=e.exit_code) from None
+        except BrokenPipeError:
+            _quiet_stdout()
+            raise typer.Exit(code=141) from None
         except KeyboardInterrupt:
+            remove_temporary_files()
             sys.stderr.write("interrupted\n")
             raise typer.Exit(code=130) from None
+        except Terminated:
+            sys.stderr.write("terminated\n")
+            raise typer.Exit(code=143) from None
+        except OSError as e:  # e.g. a name too long for the file system, not caught deeper down
+            if verbose:
+                log.exception("error")
+            where = f"{e.filename}: " if e.filename else ""
+            sys.stderr.write(f"error: {where}{describe_os_error(e, e.filename)}\n")
+            raise typer.Exit(code=1) from None
         except Exception as e:  # noqa: BLE001 - last line of defence: no traceback without -v
             if verbose:
                 log.exception("unexpected error")
-            sys.stderr.write(f"error: {type(e).__name__}: {e} (run again with -v for details)\n")
+            first = " ".join(str(e).split())[:300]
+            sys.stderr.write(f"error: {type(e).__name__}: {first} (run again with -v for details)\n")
             raise typer.Exit(code=1) from None
+        finally:
+            if previous is not None:
+                try:
+                    signal.signal(signal.SIGTERM, previous)
+                except (ValueError, OSError):
+                    pass
 
     return wrapper  # type: ignore[return-value]
 

@@ -7,6 +7,7 @@ never import torch (only ``convert`` does, through :mod:`defocus_cli.convert`).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -220,8 +221,9 @@ def convert(
 ) -> None:
     """Convert an official upstream checkpoint into a safetensors file with our key names and metadata.
 
-    Exit codes: 0 written, 1 SRC missing/unreadable/incomplete or DST exists (without --overwrite) or
-    cannot be written, 2 unknown --arch or SRC is another architecture's checkpoint.
+    Exit codes: 0 written, 1 SRC missing/unreadable/incomplete or DST cannot be written, 2 unknown --arch,
+    SRC is another architecture's checkpoint, DST is SRC, DST exists (without --overwrite) or its folder is
+    missing.
     """
     setup_logging(verbose, quiet)
     from defocus_cli import registry
@@ -232,8 +234,11 @@ def convert(
         raise UsageError(f"--arch {arch!r} is not known; expected one of {', '.join(registry.ARCHS)}")
     if output.suffix != ".safetensors":
         raise UsageError(f"-o {output}: expected a .safetensors file name")
-    if not src.is_file():
-        raise InputError(f"checkpoint {src} not found; expected an upstream .pth/.pytorch file")
+    from defocus_cli.safe_io import is_regular_file
+
+    if not is_regular_file(src):
+        what = "is not a regular file" if os.path.lexists(src) else "not found"
+        raise InputError(f"checkpoint {src} {what}; expected an upstream .pth/.pytorch file")
     from defocus_cli.convert import convert_checkpoint
 
     info = convert_checkpoint(src, output, arch, dtype="fp16" if fp16 else "fp32", overwrite=overwrite)

@@ -104,6 +104,9 @@ def register(app: typer.Typer) -> None:
         allow_missing: Annotated[
             bool, typer.Option("--allow-missing", help="Ground truths without a result do not make the exit code 1.")
         ] = False,
+        overwrite: Annotated[
+            bool, typer.Option("--overwrite", help="Replace an existing --csv / --report file.")
+        ] = False,
         device: Annotated[str, typer.Option("--device", help="Device for LPIPS: auto|cpu|cuda|cuda:N|mps.")] = "auto",
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Errors only on stderr.")] = False,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr.")] = False,
@@ -115,7 +118,8 @@ def register(app: typer.Typer) -> None:
         ignored (so results/1P0A1225_sharp.png pairs with test_c/target/1P0A1225.png). Nothing is resized.
 
         Exit 1 when an image fails (unpaired, unreadable, other size), a ground truth has no result (unless
-        --allow-missing) or a --fail-under gate is missed; 2 on a usage error.
+        --allow-missing) or a --fail-under gate is missed; 2 on a usage error (also: --csv/--report would replace
+        an input, or exist without --overwrite).
         """
         setup_logging(verbose=verbose, quiet=quiet)
         from defocus_cli import scoring
@@ -133,6 +137,12 @@ def register(app: typer.Typer) -> None:
             )
         dev = _lpips_device(device) if "lpips" in wanted else "cpu"
         pairing = scoring.pair_paths(pred, gt, blurred)
+        from defocus_cli.safe_io import Target, check_targets
+
+        # CSV and report: never an input, never an existing file without --overwrite; checked before scoring
+        check_targets([Target(p, what) for p, what in ((csv_file, "--csv"), (report, "--report")) if p is not None],
+                      [pred, gt, *([blurred] if blurred is not None else []), *pairing.files()],
+                      overwrite=overwrite, create_folders=False)
         total = len(pairing.pairs)
 
         done = 0
