@@ -104,6 +104,65 @@ def test_synthesize_shapes_ranges_and_sign(photos: Path) -> None:
     assert float(s["coc"].abs().max()) <= 6.0 + 1e-4
 
 
+def _crop(seed: int, p: int, max_coc: float) -> tuple[torch.Tensor, int]:
+    img = torch.from_numpy(_texture(seed, p + 40, p + 40)).permute(2, 0, 1)
+    m = margin_for(max_coc)
+    return img[:, :p + 2 * m, :p + 2 * m].contiguous(), m
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_in_focus_capture_equals_target_with_shared_noise(shared: bool) -> None:
+    # |CoC| < 0.5 everywhere: every pixel is in focus, so with the camera-true pairing the blurry capture
+    # (noise and all) must equal the target exactly; with independent noise it must not
+    crop, m = _crop(4, 48, 0.4)
+    s = synthesize(crop, m, np.random.default_rng(3), SynthParams(max_coc=0.4, noise_in_target=shared))
+    diff = float((s["blur"] - s["sharp"]).abs().max())
+    assert (diff < 1e-6) == shared
+    # the target carries the noise too: it is not the clean tone-mapped crop
+    clean = synthesize(crop, m, np.random.default_rng(3), SynthParams(max_coc=0.4, noise=False))
+    assert float((s["sharp"] - clean["sharp"]).abs().mean()) > (1e-4 if shared else -1)
+
+
+def test_in_focus_prob_bounds_the_blur() -> None:
+    crop, m = _crop(5, 48, 12.0)
+    for seed in range(4):
+        s = synthesize(crop, m, np.random.default_rng(seed), SynthParams(max_coc=12.0, in_focus_prob=1.0))
+        assert float(s["coc"].abs().max()) <= 1.5 + 1e-5
+
+
+def test_highlights_clip_into_saturated_discs() -> None:
+    img = torch.full((3, 100, 100), 0.2)
+    img[:, 48:52, 48:52] = 1.0  # a small white light source
+    m = margin_for(8.0)
+    crop = img[:, :64 + 2 * m, :64 + 2 * m].contiguous()
+    kw = dict(max_coc=8.0, min_blur_fraction=1.0, noise=False, camera=False)
+    gains, sat = [], []
+    for seed in range(12):
+        lit = synthesize(crop, m, np.random.default_rng(seed), SynthParams(highlight_prob=1.0, **kw))
+        plain = synthesize(crop, m, np.random.default_rng(seed), SynthParams(highlight_prob=0.0, **kw))
+        if float(lit["coc"][0, 48 - m + 1, 48 - m + 1].abs()) < 3:  # the source is (nearly) in focus
+            continue
+        gains.append(float(lit["blur"].sum() - plain["blur"].sum()))
+        sat.append(float((lit["blur"] >= 0.999).float().sum() - (plain["blur"] >= 0.999).float().sum()))
+        assert float(lit["sharp"].max()) <= 1.0
+    # boosted sources spread more light than white-clipped ones, and saturate part of their discs
+    assert len(gains) >= 3 and min(gains) >= 0 and max(gains) > 5.0
+    assert max(sat) > 0
+
+
+def test_scene_cuts_grid_patches_deterministically(photos: Path) -> None:
+    ds = SyntheticDP(photos, patch=24, seed=2, split="all", coc_px=4.0, grid=2)
+    a, b = ds.scene(3), ds.scene(3)
+    assert len(a) == 4
+    for pa, pb in zip(a, b):
+        assert set(pa) == {"blur", "left", "right", "sharp", "coc"}
+        assert pa["blur"].shape == (3, 24, 24) and pa["coc"].shape == (1, 24, 24)
+        for k in pa:
+            assert torch.equal(pa[k], pb[k])
+    assert not torch.equal(a[0]["sharp"], a[1]["sharp"])  # different quarters of one scene
+    assert float(max(p["coc"].abs().max() for p in a)) <= 4.0 + 1e-4  # coc_px is absolute
+
+
 def test_synthetic_dataset_is_deterministic(photos: Path) -> None:
     ds = SyntheticDP(photos, patch=40, seed=5, split="all", coc_scale=2.0)
     a, b = ds[7], ds[7]

@@ -15,6 +15,25 @@ from defocus_cli.cli._common import guarded, setup_logging, stderr_console
 MODELS = ("sftnet", "ifan", "defocusgan", "defocusgan-map")
 
 
+def parse_settings(items: list[str]) -> dict[str, object]:
+    """``["ema=0.999", "stages=[0,0.5,0.5]", "note=abc"]`` → ``{"ema": 0.999, "stages": [0, 0.5, 0.5],
+    "note": "abc"}`` (JSON where it parses, else the string)."""
+    import json
+
+    from defocus_cli.errors import UsageError
+
+    out: dict[str, object] = {}
+    for it in items:
+        key, sep, val = it.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set expects KEY=VALUE; got {it!r}")
+        try:
+            out[key.strip()] = json.loads(val)
+        except ValueError:
+            out[key.strip()] = val
+    return out
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``train`` command to ``app``."""
 
@@ -44,6 +63,9 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str, typer.Option("--device", help="cpu | cuda | cuda:N.")] = "cpu",
         seed: Annotated[int, typer.Option("--seed", help="Base seed.")] = 0,
         init: Annotated[Optional[Path], typer.Option("--init", help="Start from these weights (fine-tune).")] = None,
+        settings: Annotated[Optional[list[str]], typer.Option(
+            "--set", help="Trainer-specific KEY=VALUE (JSON values; repeatable), e.g. --set ema=0.999 "
+            "--set coc_px=16; see the trainer's docstring.")] = None,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Errors only.")] = False,
     ) -> None:
@@ -54,6 +76,12 @@ def register(app: typer.Typer) -> None:
         from defocus_cli.train import TrainOptions, run
 
         setup_logging(verbose, quiet)
+        if not quiet and not verbose:  # progress lines (step, loss, steps/s, ETA, last validation) on stderr
+            import logging
+
+            logging.getLogger("defocus_cli.train").setLevel(logging.INFO)
+            for h in logging.getLogger("defocus_cli").handlers:
+                h.setLevel(logging.INFO)
         if model not in MODELS:
             raise UsageError(f"unknown model {model!r}; expected one of: {', '.join(MODELS)}")
         if data is None and not cache:
@@ -62,7 +90,7 @@ def register(app: typer.Typer) -> None:
         opts = TrainOptions(model=model, data=data, synthetic=synthetic or bool(cache), steps=steps, patch=patch,
                             batch=batch, resume=resume, out=out, threads=threads, run_dir=run_dir,
                             cache=list(cache or []), val=val, val_every=val_every, lr=lr, bf16=bf16,
-                            device=device, seed=seed, init=init)
+                            device=device, seed=seed, init=init, extra=parse_settings(settings or []))
         summary = run(opts)
         if not quiet:
             stderr_console().print(f"trained {model}: {summary.get('steps')} steps; weights: {summary.get('out')}")

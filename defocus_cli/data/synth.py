@@ -13,8 +13,15 @@ Pipeline for one sample (all in linear light, then a tone curve):
    sample) for the combined, left and right views at once by batched FFT, and composited from far to
    near (``acc ← acc·(1−α) + colour·α`` with the blurred layer mask α, then normalised by the total
    coverage), so nearer blur spills over farther content and never the other way round.
-4. **Camera**: random exposure and white balance (on sharp and blurred alike), Poisson–Gaussian sensor
-   noise on the blurred views only, a random tone curve (sRGB-like gamma + mild S-curve).
+4. **Camera** (what happens after the lens, identical for the sharp and the blurred capture): random
+   exposure and white balance; optional highlight boost before the blur (bright pixels pushed above 1 so
+   saturated bokeh discs form) and clipping to [0, 1] after it; Poisson–Gaussian sensor noise with **one
+   noise realisation shared by the target and the blurred views** (``noise_in_target``: an in-focus pixel's
+   blurry capture equals its sharp capture, so a network trained on it removes blur and leaves noise and
+   texture alone); a random tone curve (sRGB-like gamma + mild S-curve).
+
+``in_focus_prob`` of the samples are nearly in focus everywhere (max |CoC| ≤ 1.5 px), so the networks see
+plenty of sharp content that must come back unchanged.
 
 Values: every image output is ``(3, P, P)`` float32 in ``[0, 1]`` RGB; ``coc`` is ``(1, P, P)`` float32 signed
 CoC radius in pixels of the output image.
@@ -56,6 +63,12 @@ class SynthParams:
     noise: bool = True
     camera: bool = True
     """Random exposure, white balance and tone curve (off: plain sRGB round trip)."""
+    noise_in_target: bool = True
+    """Give the target the same noise realisation as the blurred views (the camera-true pairing)."""
+    in_focus_prob: float = 0.0
+    """Probability that a sample is nearly in focus everywhere (max |CoC| drawn in [0, 1.5] px)."""
+    highlight_prob: float = 0.0
+    """Probability of boosting highlights above 1 (linear) before the blur; clipped after it."""
 
 
 def _low_freq_noise(size: int, cells: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -91,8 +104,12 @@ def random_inverse_depth(size: int, rng: np.random.Generator, gen: torch.Generat
     return invd
 
 
-def signed_coc(invd: torch.Tensor, max_coc: float, rng: np.random.Generator, min_fraction: float) -> torch.Tensor:
-    """Thin-lens signed CoC (px) from inverse depth: positive behind the focus, negative in front."""
+def signed_coc(invd: torch.Tensor, max_coc: float, rng: np.random.Generator, min_fraction: float,
+               in_focus_prob: float = 0.0) -> torch.Tensor:
+    """Thin-lens signed CoC (px) from inverse depth: positive behind the focus, negative in front.
+
+    The largest |CoC| of the sample is drawn in ``[min_fraction, 1] × max_coc``, or in ``[0, 1.5]`` px with
+    probability ``in_focus_prob`` (a nearly in-focus sample)."""
     flat = invd.flatten()
     if rng.random() < 0.8:
         focus = float(flat[int(rng.integers(0, flat.numel()))])
@@ -100,7 +117,10 @@ def signed_coc(invd: torch.Tensor, max_coc: float, rng: np.random.Generator, min
         focus = float(rng.uniform(float(flat.min()), float(flat.max())))
     diff = focus - invd
     span = float(diff.abs().max())
-    target = max_coc * float(rng.uniform(min_fraction, 1.0))
+    if in_focus_prob > 0 and rng.random() < in_focus_prob:
+        target = float(rng.uniform(0.0, min(1.5, max_coc)))
+    else:
+        target = max_coc * float(rng.uniform(min_fraction, 1.0))
     s = target / max(span, 1e-6)
     return diff * s
 
@@ -118,9 +138,10 @@ def _kernel_bank(levels: list[int], order: int, cutoff: float, beta: float, size
 
 
 def layered_dp_blur(img_lin: torch.Tensor, coc: torch.Tensor, order: int, cutoff: float,
-                    beta: float) -> torch.Tensor:
-    """Blur a linear image ``(3, S, S)`` by the signed CoC map ``(S, S)``; returns ``(3 views, 3, S, S)``
-    (combined, left, right). Borders wrap (circular FFT): callers crop a margin ≥ the largest kernel radius."""
+                    beta: float, clamp: bool = True) -> torch.Tensor:
+    """Blur a linear image ``(3, S, S)`` (≥ 0; values above 1 are highlights) by the signed CoC map
+    ``(S, S)``; returns ``(3 views, 3, S, S)`` (combined, left, right), clamped to [0, 1] unless ``clamp`` is
+    False. Borders wrap (circular FFT): callers crop a margin ≥ the largest kernel radius."""
     device = img_lin.device
     s = img_lin.shape[-1]
     q = torch.round(coc).to(torch.int64)
@@ -138,7 +159,8 @@ def layered_dp_blur(img_lin: torch.Tensor, coc: torch.Tensor, order: int, cutoff
         colour = out[i, :, :3] / out[i, :, 3:4].clamp_min(1e-4)
         acc = acc * (1 - alpha) + colour * alpha
         cov = cov * (1 - alpha) + alpha
-    return (acc / cov.clamp_min(1e-4)).clamp(0, 1)
+    out = acc / cov.clamp_min(1e-4)
+    return out.clamp(0, 1) if clamp else out.clamp_min(0)
 
 
 def _tone(x: torch.Tensor, gamma: float, contrast: float) -> torch.Tensor:
@@ -166,19 +188,28 @@ def synthesize(crop: torch.Tensor, margin: int, rng: np.random.Generator, params
     else:
         gamma, contrast = 2.4, 0.0
     invd = random_inverse_depth(s, rng, gen, device)
-    coc = signed_coc(invd, params.max_coc, rng, params.min_blur_fraction)
+    coc = signed_coc(invd, params.max_coc, rng, params.min_blur_fraction, params.in_focus_prob)
     order = int(rng.choice(ORDERS))
     cutoff = float(rng.choice(CUTOFF_FACTORS))
     beta = float(rng.choice(BETAS))
-    views = layered_dp_blur(lin.clamp(0, 1), coc, order, cutoff, beta)  # (3, 3, S, S)
+    if params.highlight_prob > 0 and rng.random() < params.highlight_prob:
+        # push the brightest content above white (×1..×4 at full brightness) so that it clips after the blur
+        gain = float(rng.uniform(1.0, 4.0))
+        w = ((lin.max(dim=0, keepdim=True).values - 0.75) / 0.25).clamp(0, 1) ** 2
+        lin = lin.clamp_min(0) * (1 + (gain - 1) * w)
+    else:
+        lin = lin.clamp(0, 1)
+    views = layered_dp_blur(lin, coc, order, cutoff, beta, clamp=False)  # (3, 3, S, S)
     sl = (slice(None), slice(margin, margin + p), slice(margin, margin + p))
-    views = views[(slice(None),) + sl]
-    sharp = lin.clamp(0, 1)[sl]
+    views = views[(slice(None),) + sl].clamp(0, 1)
+    sharp = lin[sl].clamp(0, 1)
     if params.noise:
         a = float(np.exp(rng.uniform(math.log(2e-4), math.log(8e-3))))
         b = float(np.exp(rng.uniform(math.log(1e-6), math.log(2e-4))))
-        std = (views * a + b).sqrt()
-        views = views + std * torch.randn(views.shape, generator=gen).to(device)
+        z = torch.randn(views.shape, generator=gen).to(device)  # independent per view (L and R photons)
+        views = views + (views * a + b).sqrt() * z
+        if params.noise_in_target:  # the combined capture's realisation, so in-focus pixels match exactly
+            sharp = sharp + (sharp * a + b).sqrt() * z[0]
     views = _tone(views, gamma, contrast)
     sharp = _tone(sharp, gamma, contrast)
     return {

@@ -79,11 +79,20 @@ class _Source:
     def batch(self, step: int, patch: int, batch: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.opts.seed, step])
         if self.kind == "synthetic":
+            ex = self.opts.extra
             if patch not in self._synth:
-                self._synth[patch] = self._synth_cls(self.opts.data, patch=patch, seed=self.opts.seed,
-                                                     split="train",
-                                                     coc_scale=float(self.opts.extra.get("coc_scale", 1.5)))
+                coc_px = float(ex.get("coc_px", 0.0)) or None
+                self._synth[patch] = self._synth_cls(
+                    self.opts.data, patch=patch, seed=self.opts.seed, split="train",
+                    coc_scale=float(ex.get("coc_scale", 1.5)), coc_px=coc_px,
+                    in_focus_prob=float(ex.get("in_focus_prob", 0.0)),
+                    highlight_prob=float(ex.get("highlight_prob", 0.0)), grid=int(ex.get("grid", 1)))
             ds = self._synth[patch]
+            if ds.grid > 1:  # several patches from each synthesised scene (cheaper per patch)
+                n_scenes = -(-batch // ds.grid**2)
+                samples = [smp for i in rng.integers(0, 2**31, size=n_scenes) for smp in ds.scene(int(i))]
+                samples = [samples[int(k)] for k in rng.permutation(len(samples))[:batch]]
+                return {k: torch.stack([smp[k] for smp in samples]) for k in samples[0]}
             idx = rng.integers(0, 2**31, size=batch)
         else:
             ds = self.ds
@@ -121,8 +130,44 @@ def evaluate_synthetic(model: torch.nn.Module, test: dict[str, torch.Tensor]) ->
             "syn_map_mae": float((mp - test["coc"].abs()).abs().mean())}
 
 
+def fft_l1(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 distance of the 2-D real FFTs (real and imaginary parts) of two ``(N, C, H, W)`` images, as in
+    MIMO-UNet / ConvIR (``norm="backward"``, mean over all coefficients)."""
+    d = torch.fft.rfft2(out.float()) - torch.fft.rfft2(target.float())
+    return torch.view_as_real(d).abs().mean()
+
+
+class ToneLocked(torch.nn.Module):
+    """Engine-contract wrapper: ``lock_tone(model(x), x, sigma)`` (what the runtime does for weights that
+    carry ``tone_lock_sigma``); ``(1, 3, H, W)`` [0, 1] in and out."""
+
+    def __init__(self, model: torch.nn.Module, sigma: float) -> None:
+        super().__init__()
+        self.model = model
+        self.sigma = float(sigma)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from defocus_cli.tone import lock_tone
+
+        y = self.model(x)
+        return lock_tone(y, x, self.sigma) if self.sigma > 0 else y
+
+
+def _progress(step: int, total: int, loss: float, rate: float, last_val: float | None) -> str:
+    eta = (total - step) / max(rate, 1e-9)
+    val = f", last val {last_val:.3f} dB" if last_val is not None else ""
+    return (f"step {step}/{total}  loss {loss:.4f}  {rate:.2f} steps/s  "
+            f"ETA {int(eta // 3600)}h{int(eta % 3600 // 60):02d}m{val}")
+
+
 def train(opts: TrainOptions) -> dict[str, Any]:
-    """Train SFT-net per ``opts``; returns ``{"steps", "best", "out", "run_dir"}``."""
+    """Train SFT-net per ``opts``; returns ``{"steps", "best", "out", "run_dir"}``.
+
+    ``opts.extra`` (``defocus train --set KEY=VALUE``): ``coc_px``, ``in_focus_prob``, ``highlight_prob``,
+    ``grid`` (synthesis, see :class:`~defocus_cli.data.SyntheticDP`); ``fft_weight`` (frequency loss, 0.1 ×
+    L1 of the FFT), ``ema`` (decay of the exported weight average; 0 = off), ``weight_decay`` (AdamW),
+    ``tone_sigma`` (px; train and export with :func:`defocus_cli.tone.lock_tone`), ``stages``,
+    ``warmup``, ``progress_every`` (steps between progress lines on stderr)."""
     from defocus_cli.archs.sftnet import SFTNet
 
     setup_torch(opts.threads, opts.seed)
@@ -135,13 +180,22 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     if opts.init:
         load_init(model, opts.init)
     peak = opts.lr or 3e-4
-    optim = torch.optim.Adam(model.parameters(), lr=peak, betas=(0.9, 0.999))
+    ex = opts.extra
+    fft_w = float(ex.get("fft_weight", 0.0))
+    ema_decay = float(ex.get("ema", 0.0))
+    tone_sigma = float(ex.get("tone_sigma", 0.0))
+    optim = torch.optim.AdamW(model.parameters(), lr=peak, betas=(0.9, 0.999),
+                              weight_decay=float(ex.get("weight_decay", 0.0)))
+    ema = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay)) if ema_decay > 0 else None
     step, best = 0, {"val_psnr": -1.0}
     if opts.resume:
         state = run.load_last()
         if state is not None:
             model.load_state_dict(state["model"])
             optim.load_state_dict(state["optim"])
+            if ema is not None and "ema" in state:
+                ema.load_state_dict(state["ema"])
             step = int(state["step"])
             best = dict(state.get("best", best))
             log.info("resumed from %s at step %d", run.last, step)
@@ -160,31 +214,46 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                                       photos=opts.data, coc_scale=float(opts.extra.get("coc_scale", 1.5)))
 
     def checkpoint(is_best: bool = False) -> None:
-        run.save({"model": model.state_dict(), "optim": optim.state_dict(), "step": step, "best": best,
-                  "arch": "sftnet"}, best=is_best)
+        state = {"model": model.state_dict(), "optim": optim.state_dict(), "step": step, "best": best,
+                 "arch": "sftnet"}
+        if ema is not None:
+            state["ema"] = ema.state_dict()
+        run.save(state, best=is_best)
+
+    def export_model() -> torch.nn.Module:
+        return ema.module if ema is not None else model
+
+    last_val: list[float] = []
 
     def validate() -> None:
         nonlocal best
         rec: dict[str, Any] = {"step": step, "kind": "val"}
+        net = export_model()
         if syn_test is not None:
-            rec.update(evaluate_synthetic(model, syn_test))
+            rec.update(evaluate_synthetic(net, syn_test))
         if opts.val is not None:
-            rec.update(validate_lfdof(model, opts.val))
+            rec.update(validate_lfdof(ToneLocked(net, tone_sigma), opts.val))
         model.train()
         logger.log(**rec)
         log.info("validation at step %d: %s", step, rec)
+        if "val_psnr" in rec:
+            last_val[:] = [float(rec["val_psnr"])]
         score = rec.get("val_psnr", rec.get("syn_psnr", -1.0))
         if score > best.get("val_psnr", -1.0):
             best = {"val_psnr": score, **{k: v for k, v in rec.items() if k not in ("kind", "val_psnr")}}
             checkpoint(is_best=True)
             if "input_psnr" not in rec or score > rec["input_psnr"]:
-                export_safetensors(model, out_path, arch="sftnet", steps=step,
+                meta = {"tone_lock_sigma": str(tone_sigma)} if tone_sigma > 0 else {}
+                export_safetensors(export_model(), out_path, arch="sftnet", steps=step,
                                    notes="synthetic dual-pixel defocus (defocus_cli.data), 3-stage SFT-net recipe",
-                                   val=json_safe(rec))
+                                   val=json_safe(rec), **meta)
                 log.info("exported %s (step %d, %.3f dB)", out_path, step, score)
 
     model.train()
     t_last = time.time()
+    t_prog, step_prog = t_last, step
+    every = int(ex.get("progress_every", 20))
+    warmup = int(ex.get("warmup", 50))
     while step < total and not stop.is_set:
         frac = step / max(total, 1)
         patch = curriculum_patch(step, total, schedule)
@@ -192,7 +261,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         b = src.batch(step, patch, bsz)
         x, y = b["blur"].to(device), b["sharp"].to(device)
         stage = 1 if frac < s1 else (2 if frac < s1 + s2 else 3)
-        lr = _lr_at(step, total, peak)
+        lr = _lr_at(step, total, peak, warmup)
         for g in optim.param_groups:
             g["lr"] = lr
         with autocast(opts.bf16, device):
@@ -203,7 +272,13 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                 terms["dme"] = F.l1_loss(m_pred.float(), m_gt)
             cond_map = m_gt if stage == 1 else m_pred
             out = model.restore(x, cond_map).float()
+            if tone_sigma > 0:
+                from defocus_cli.tone import lock_tone
+
+                out = lock_tone(out, x.float(), tone_sigma)
             terms["df"] = F.l1_loss(out, y)
+            if fft_w > 0:
+                terms["fft"] = fft_l1(out, y)
             if stage < 3:
                 loss = LAMBDA_DF * terms["df"] + (LAMBDA_DME * terms["dme"] if "dme" in terms else 0.0)
             else:
@@ -214,11 +289,20 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                     loss = LAMBDA_DF * terms["df"] + LAMBDA_WD * terms["wd"] + LAMBDA_DME_FT * terms["dme"]
                 else:
                     loss = LAMBDA_DF * terms["df"]
+        if "fft" in terms:
+            loss = loss + fft_w * terms["fft"]
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()
+        if ema is not None:
+            ema.update_parameters(model)
         step += 1
+        if every > 0 and step % every == 0:
+            now_p = time.time()
+            log.info(_progress(step, total, loss.item(), (step - step_prog) / max(now_p - t_prog, 1e-9),
+                               last_val[0] if last_val else None))
+            t_prog, step_prog = now_p, step
         now = time.time()
         logger.log(step=step, stage=stage, patch=patch, batch=bsz, loss=loss.item(), lr=lr,
                    seconds=round(now - t_last, 3), **{k: v.item() for k, v in terms.items()})
@@ -232,7 +316,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     if step >= total and step % max(1, opts.val_every) != 0:
         validate()
     if not out_path.exists() and opts.val is None:
-        export_safetensors(model, out_path, arch="sftnet", steps=step)
+        meta = {"tone_lock_sigma": str(tone_sigma)} if tone_sigma > 0 else {}
+        export_safetensors(export_model(), out_path, arch="sftnet", steps=step, **meta)
     return {"steps": step, "best": best, "out": str(out_path), "run_dir": str(run.path),
             "stopped": stop.is_set}
 
@@ -242,4 +327,4 @@ def json_safe(rec: dict[str, Any]) -> dict[str, Any]:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items()}
 
 
-__all__ = ["train", "evaluate_synthetic"]
+__all__ = ["train", "evaluate_synthetic", "fft_l1", "ToneLocked"]
