@@ -84,6 +84,7 @@ def deblur_array(
     tile: str | int = "auto",
     overlap: int | None = None,
     info: dict[str, Any] | None = None,
+    tone_lock: bool | None = None,
 ) -> np.ndarray:
     """Deblur one image held in memory.
 
@@ -95,6 +96,9 @@ def deblur_array(
         tile: ``"auto"``, 0 (whole image) or a tile size in pixels.
         overlap: context pixels per tile side; ``None`` = the engine's receptive field.
         info: filled with what the runtime did (tile, overlap, device, precision).
+        tone_lock: keep the input's low frequencies (:func:`defocus_cli.tone.lock_tone`, on the whole image
+            after tiling); ``None`` = when the weights ask for it (``tone_lock_sigma`` metadata), ``False`` =
+            never, ``True`` = always (σ from the weights, else :data:`defocus_cli.tone.DEFAULT_SIGMA`).
 
     Returns:
         float32 ``(H, W, 3)`` RGB in ``[0, 1]``.
@@ -111,6 +115,13 @@ def deblur_array(
     prec = devices.resolve_precision(precision, module, dev)
     x = torch.from_numpy(np.ascontiguousarray(px.transpose(2, 0, 1)))[None]
     y = runtime.run_engine(module, x, device=dev, precision=prec, tile=parse_tile(tile), overlap=overlap, info=info)
+    sigma = float(getattr(module, "tone_lock_sigma", 0.0) or 0.0)
+    if tone_lock or (tone_lock is None and sigma > 0):
+        from defocus_cli.tone import DEFAULT_SIGMA, lock_tone
+
+        y = lock_tone(y, x, sigma or DEFAULT_SIGMA)
+        if info is not None:
+            info["tone_lock_sigma"] = sigma or DEFAULT_SIGMA
     return np.ascontiguousarray(y[0].clamp(0.0, 1.0).permute(1, 2, 0).numpy(), dtype=np.float32)
 
 

@@ -21,6 +21,10 @@ import torch
 import torch.nn.functional as F
 
 
+DEFAULT_SIGMA = 32.0
+"""σ (px) when the lock is asked for and the weights name none: 2× the largest blur radius of training."""
+
+
 def _gauss1d(sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     r = max(1, int(math.ceil(3 * sigma)))
     x = torch.arange(-r, r + 1, device=device, dtype=dtype)
@@ -67,4 +71,4 @@ def lock_tone(out: torch.Tensor, inp: torch.Tensor, sigma: float, clamp: bool = 
     return y.clamp(0, 1) if clamp else y
 
 
-__all__ = ["lowpass", "lock_tone"]
+__all__ = ["lowpass", "lock_tone", "DEFAULT_SIGMA"]

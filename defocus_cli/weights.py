@@ -616,9 +616,36 @@ def load_model(
             configure(read_metadata(path))
         except ValueError as e:
             raise WeightsError(f"{path}: {e}") from None
+    try:
+        sigma = tone_lock_sigma_from_metadata(read_metadata(path))
+    except ValueError as e:
+        raise WeightsError(f"{path}: {e}") from None
+    if sigma:
+        module.tone_lock_sigma = sigma  # read by defocus_cli.api after the engine ran (see defocus_cli.tone)
     module = module.to(dtype=torch.float32).eval()
     log.info("loaded %s (%s) from %s", model_name, arch, path)
     return LoadedModel(module=module, name=model_name, arch=arch, sha256=digest, path=path, spec=spec)
+
+
+TONE_LOCK_KEY = "tone_lock_sigma"
+"""Metadata key of weights trained with :func:`defocus_cli.tone.lock_tone` (its σ in px)."""
+
+
+def tone_lock_sigma_from_metadata(meta: dict[str, str]) -> float:
+    """The tone-lock σ (px) a weight file asks for, 0.0 when it asks for none.
+
+    Raises:
+        ValueError: the value is not a number in [0, 4096]."""
+    raw = meta.get(TONE_LOCK_KEY)
+    if raw is None:
+        return 0.0
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        raise ValueError(f"{TONE_LOCK_KEY}={raw!r} in the weight metadata is not a number") from None
+    if not (0.0 <= value <= 4096.0):
+        raise ValueError(f"{TONE_LOCK_KEY}={raw!r} in the weight metadata: expected 0 to 4096 px")
+    return value
 
 
 def iter_specs(names: list[str] | None) -> Iterator[ModelSpec]:

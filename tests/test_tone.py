@@ -46,3 +46,49 @@ def test_lock_removes_a_brightness_shift_and_keeps_detail() -> None:
 def test_lock_shape_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="one shape"):
         lock_tone(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 9), 4.0)
+
+
+def _sftnet_file(path, darken: float, **meta: str):  # noqa: ANN001, ANN202
+    """A small SFT-net file whose output is its input darkened by ``darken`` (the last conv's bias)."""
+    from safetensors.torch import save_file
+
+    from defocus_cli.archs.sftnet import SFTNet
+
+    torch.manual_seed(0)
+    net = SFTNet()
+    with torch.no_grad():
+        net.deblur.out.bias.fill_(-darken)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path),
+              metadata={"arch": "sftnet", "producer": "tests", **meta})
+    return path
+
+
+@pytest.mark.parametrize("meta,locked", [({}, False), ({"tone_lock_sigma": "24"}, True)])
+def test_weights_that_ask_for_the_lock_keep_the_input_tone(tmp_path, meta, locked) -> None:  # noqa: ANN001
+    import numpy as np
+
+    from defocus_cli.api import deblur_array
+    from defocus_cli.weights import load_model
+
+    lm = load_model(weights_file=_sftnet_file(tmp_path / "w.safetensors", 3 / 255, **meta))
+    assert getattr(lm.module, "tone_lock_sigma", 0.0) == (24.0 if locked else 0.0)
+    px = _detail(5, 64, 96)[0].permute(1, 2, 0).numpy()
+    info: dict = {}
+    out = deblur_array(px, lm, device="cpu", tile=0, info=info)
+    shift = float((out - px).mean() * 255)
+    assert (abs(shift) < 0.2) == locked and (shift < -2.5) != locked
+    assert ("tone_lock_sigma" in info) == locked
+    # an explicit False always runs the network as it is; True locks even weights that do not ask
+    off = deblur_array(px, lm, device="cpu", tile=0, tone_lock=False)
+    on = deblur_array(px, lm, device="cpu", tile=0, tone_lock=True)
+    assert float((off - px).mean() * 255) < -2.5 and abs(float((on - px).mean() * 255)) < 0.2
+    assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("bad", ["fast", "-1", "1e9", "nan"])
+def test_bad_tone_lock_metadata_is_a_weights_error(tmp_path, bad: str) -> None:  # noqa: ANN001
+    from defocus_cli.errors import WeightsError
+    from defocus_cli.weights import load_model
+
+    with pytest.raises(WeightsError, match="tone_lock_sigma"):
+        load_model(weights_file=_sftnet_file(tmp_path / "w.safetensors", 0.0, tone_lock_sigma=bad))
