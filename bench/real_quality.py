@@ -11,7 +11,7 @@ with ``--lfdof``, on LFDOF (7 light-field pairs, another domain), prints and wri
 Outputs are rounded to 8 bits as a saved result would be, whole image (no tiling). Usage::
 
     python bench/real_quality.py --weights weights/sftnet.safetensors [--weights other.safetensors]
-        [--tone-lock auto|on|off] [--lfdof] [--max-images N] [--out NAME]
+        [--tone-lock auto|on|off] [--tta] [--lfdof] [--no-harm] [--max-images N] [--out NAME]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from _common import SHARED, machine, write_json  # (sys.path set by _common)
 
 
 def evaluate(weights: Path, root: Path, tone_lock: bool | None, max_images: int | None,
-             harm: bool = True) -> dict[str, Any]:
+             harm: bool = True, tta: bool = False) -> dict[str, Any]:
     """Scores of ``weights`` on the pairs under ``root`` (``input/``, ``target/``); see the module docstring."""
     from defocus_cli import metrics
     from defocus_cli.api import deblur_array
@@ -40,18 +40,18 @@ def evaluate(weights: Path, root: Path, tone_lock: bool | None, max_images: int 
     rows = []
     t0 = time.perf_counter()
     for name, inp, tgt in lfdof_pairs(root)[:max_images]:
-        out = np.round(deblur_array(inp, lm, device="cpu", tile=0, tone_lock=tone_lock) * 255) / 255
+        out = np.round(deblur_array(inp, lm, device="cpu", tile=0, tone_lock=tone_lock, tta=tta) * 255) / 255
         row = {"name": name, "psnr": metrics.psnr(out, tgt), "input_psnr": metrics.psnr(inp, tgt),
                "ssim": metrics.ssim(out, tgt), "input_ssim": metrics.ssim(inp, tgt),
                "tone_shift": float((out - inp).mean() * 255)}
         if harm:
-            back = np.round(deblur_array(tgt, lm, device="cpu", tile=0, tone_lock=tone_lock) * 255) / 255
+            back = np.round(deblur_array(tgt, lm, device="cpu", tile=0, tone_lock=tone_lock, tta=tta) * 255) / 255
             row["harm_psnr"] = metrics.psnr(back, tgt)
         rows.append(row)
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "name"}
     shifts = [abs(r["tone_shift"]) for r in rows]
     return {
-        "weights": str(weights), "sha256": lm.sha256, "tone_lock": tone_lock, "n": len(rows),
+        "weights": str(weights), "sha256": lm.sha256, "tone_lock": tone_lock, "tta": tta, "n": len(rows),
         **mean, "gain_db": mean["psnr"] - mean["input_psnr"], "ssim_gain": mean["ssim"] - mean["input_ssim"],
         "better": sum(r["psnr"] > r["input_psnr"] for r in rows),
         "tone_shift_abs": float(np.mean(shifts)), "tone_shift_worst": float(max(shifts)),
@@ -61,7 +61,7 @@ def evaluate(weights: Path, root: Path, tone_lock: bool | None, max_images: int 
 
 def _fmt(r: dict[str, Any]) -> str:
     harm = f" | {r['harm_psnr']:.2f}" if "harm_psnr" in r else " | -"
-    return (f"| {Path(r['weights']).name} | {r['tone_lock']} | {r['psnr']:.3f} ({r['gain_db']:+.3f}) | "
+    return (f"| {Path(r['weights']).name}{' +tta' if r['tta'] else ''} | {r['tone_lock']} | {r['psnr']:.3f} ({r['gain_db']:+.3f}) | "
             f"{r['ssim']:.4f} ({r['ssim_gain']:+.4f}) | {r['better']}/{r['n']} | {r['tone_shift']:+.2f} / "
             f"{r['tone_shift_abs']:.2f} / {r['tone_shift_worst']:.2f}{harm} |")
 
@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tone-lock", choices=("auto", "on", "off"), default="auto")
     ap.add_argument("--lfdof", action="store_true", help="also score LFDOF (no do-no-harm pass)")
     ap.add_argument("--max-images", type=int, default=None)
+    ap.add_argument("--tta", action="store_true", help="flip self-ensemble (deblur --tta)")
+    ap.add_argument("--no-harm", action="store_true", help="skip the do-no-harm pass")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="real_quality")
     args = ap.parse_args(argv)
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
               f"|mean| / worst (grey levels) | do-no-harm PSNR |")
         rows = []
         for w in args.weights:
-            r = evaluate(w, root, lock, args.max_images, harm=harm)
+            r = evaluate(w, root, lock, args.max_images, harm=harm and not args.no_harm, tta=args.tta)
             r["input"] = {"psnr": r["input_psnr"], "ssim": r["input_ssim"]}
             print(_fmt(r), flush=True)
             rows.append(r)

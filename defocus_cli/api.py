@@ -85,6 +85,7 @@ def deblur_array(
     overlap: int | None = None,
     info: dict[str, Any] | None = None,
     tone_lock: bool | None = None,
+    tta: bool = False,
 ) -> np.ndarray:
     """Deblur one image held in memory.
 
@@ -99,6 +100,8 @@ def deblur_array(
         tone_lock: keep the input's low frequencies (:func:`defocus_cli.tone.lock_tone`, on the whole image
             after tiling); ``None`` = when the weights ask for it (``tone_lock_sigma`` metadata), ``False`` =
             never, ``True`` = always (σ from the weights, else :data:`defocus_cli.tone.DEFAULT_SIGMA`).
+        tta: flip self-ensemble: the mean of the network's results on the image and its horizontal, vertical
+            and double flips (each flipped back); 4× the time, same memory.
 
     Returns:
         float32 ``(H, W, 3)`` RGB in ``[0, 1]``.
@@ -114,7 +117,13 @@ def deblur_array(
     dev = device if isinstance(device, torch.device) else devices.resolve_device(str(device))
     prec = devices.resolve_precision(precision, module, dev)
     x = torch.from_numpy(np.ascontiguousarray(px.transpose(2, 0, 1)))[None]
-    y = runtime.run_engine(module, x, device=dev, precision=prec, tile=parse_tile(tile), overlap=overlap, info=info)
+    t = parse_tile(tile)
+    y = runtime.run_engine(module, x, device=dev, precision=prec, tile=t, overlap=overlap, info=info)
+    if tta:
+        for dims in ((-1,), (-2,), (-2, -1)):
+            y = y + runtime.run_engine(module, x.flip(dims), device=dev, precision=prec, tile=t,
+                                       overlap=overlap).flip(dims)
+        y = y / 4
     sigma = float(getattr(module, "tone_lock_sigma", 0.0) or 0.0)
     if tone_lock or (tone_lock is None and sigma > 0):
         from defocus_cli.tone import DEFAULT_SIGMA, lock_tone
@@ -133,12 +142,14 @@ def make_deblur_fn(
     tile: str | int = "auto",
     overlap: int | None = None,
     info: dict[str, Any] | None = None,
+    tta: bool = False,
 ) -> Callable[[Photo], np.ndarray]:
-    """A ``process(photo) -> pixels`` function for :func:`defocus_cli.batch.run_batch`."""
+    """A ``process(photo) -> pixels`` function for :func:`defocus_cli.batch.run_batch` (arguments as in
+    :func:`deblur_array`)."""
 
     def process(photo: Photo) -> np.ndarray:
         return deblur_array(photo.pixels, model, device=device, precision=precision, tile=tile, overlap=overlap,
-                            info=info)
+                            info=info, tta=tta)
 
     return process
 

@@ -58,6 +58,10 @@ def deblur(
         typer.Option("--overlap", min=0, help="Context pixels per tile side (default: the model's receptive field).",
                      show_default=False),
     ] = None,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Flip self-ensemble: average the results on 4 flips of each photo "
+                           "(slightly sharper and cleaner, 4x the time).")
+    ] = False,
     recursive: RecursiveOpt = False,
     suffix: SuffixOpt = None,
     fmt: FormatOpt = "same",
@@ -100,7 +104,7 @@ def deblur(
         prec = devices.resolve_precision(precision, loaded.module, dev)
         header.update(model=loaded.name, weights_sha256=loaded.sha256, device=str(dev), precision=prec)
         process = api.make_deblur_fn(loaded.module, device=dev, precision=prec, tile=tile_value, overlap=overlap,
-                                     info=info)
+                                     info=info, tta=tta)
     result = batch.run_batch(items, process or _nothing, opts, quiet=quiet, description="deblurring")
     if info:
         header["tile"] = info.get("tile", header["tile"])
