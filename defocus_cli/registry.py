@@ -73,6 +73,8 @@ class ModelSpec:
         summary: one line on what it was trained on and how well it does.
         card: model card file name in ``weights/``.
         config: constructor keyword arguments for the arch.
+        experimental: empty for a model we stand behind; otherwise why it is not (e.g. it makes real photos
+            worse on average). An experimental model is never a task's default and ``models list`` says why.
     """
 
     name: str
@@ -87,6 +89,7 @@ class ModelSpec:
     summary: str
     card: str
     config: dict[str, Any] = field(default_factory=dict)
+    experimental: str = ""
 
     @property
     def arch_key(self) -> str:
@@ -100,6 +103,8 @@ class ModelSpec:
         """JSON-ready dict in the registry file format (``arch`` as an :data:`ARCHS` key where possible)."""
         d = asdict(self)
         d["arch"] = self.arch_key
+        if not d["experimental"]:
+            del d["experimental"]
         return d
 
 
@@ -138,6 +143,7 @@ def spec_from_dict(d: dict[str, Any]) -> ModelSpec:
         summary=str(d.get("summary", "")),
         card=str(d.get("card", "")),
         config=dict(d.get("config") or {}),
+        experimental=str(d.get("experimental", "") or ""),
     )
 
 
@@ -186,15 +192,16 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def default_model(task: Task = "deblur") -> str:
-    """Name of the default model of ``task``: the registry's ``defaults`` entry, else the first of that task.
+    """Name of the default model of ``task``: the registry's ``defaults`` entry, else the first of that task;
+    experimental models (:attr:`ModelSpec.experimental`) are never picked.
 
     Raises:
         WeightsError: no model of that task is registered (pass ``--weights FILE`` instead).
     """
+    candidates = [m.name for m in MODELS if m.task == task and not m.experimental]
     name = DEFAULTS.get(task)
-    if name is not None and name in names(task):
+    if name is not None and name in candidates:
         return name
-    candidates = names(task)
     if not candidates:
         raise WeightsError(
             f"no trained {task} model is registered in this build; pass your own file with --weights FILE.safetensors"

@@ -66,6 +66,8 @@ def entry_for(path: Path, old: dict[str, Any] | None, org: str) -> dict[str, Any
         "card": card,
         "config": config or {},
     }
+    if old.get("experimental"):  # hand-written: why the model is not offered by default
+        entry["experimental"] = old["experimental"]
     registry.spec_from_dict(entry)  # validate
     return entry
 
@@ -80,7 +82,7 @@ def build_registry(weights_dir: Path, current: dict[str, Any], org: str, default
         for name, m in old.items():
             new.setdefault(name, m)
     merged_defaults = {**current.get("defaults", {}), **defaults}
-    merged_defaults = {t: n for t, n in merged_defaults.items() if n in new}
+    merged_defaults = {t: n for t, n in merged_defaults.items() if n in new and not new[n].get("experimental")}
     return {"defaults": dict(sorted(merged_defaults.items())), "models": [new[k] for k in sorted(new)]}
 
 

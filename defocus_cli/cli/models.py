@@ -43,12 +43,13 @@ def _model_row(spec: Any) -> dict[str, Any]:
     copies = weights.local_copies(spec)
     row = spec.to_dict()
     row.pop("config", None)
+    row["experimental"] = spec.experimental
     row.update(
         {
             "source": copies[0][0] if copies else "hub",
             "cached": bool(copies),
             "path": str(copies[0][1]) if copies else None,
-            "default": registry.DEFAULTS.get(spec.task) == spec.name,
+            "default": registry.DEFAULTS.get(spec.task) == spec.name and not spec.experimental,
         }
     )
     return row
@@ -80,11 +81,14 @@ def list_models(json_out: JsonOpt = False, verbose: VerboseOpt = False, quiet: Q
         table.add_column(col)
     for r in rows:
         avail = {"weights-dir": "weights/", "hf-cache": "HF cache", "hub": "download"}[r["source"]]
-        name = r["name"] + (" *" if r["default"] else "")
-        table.add_row(name, r["task"], r["arch"], _fmt_size(r["size"]), avail, r["license"], r["summary"])
+        name = r["name"] + (" *" if r["default"] else "") + (" !" if r["experimental"] else "")
+        summary = f"experimental: {r['experimental']}" if r["experimental"] else r["summary"]
+        table.add_row(name, r["task"], r["arch"], _fmt_size(r["size"]), avail, r["license"], summary)
     Console(highlight=False, soft_wrap=False).print(table)
     if any(r["default"] for r in rows):
         stderr_console().print("* default model of its task")
+    if any(r["experimental"] for r in rows):
+        stderr_console().print("! experimental: never a default; use it by name (`--model NAME`) if you want it")
 
 
 @models_app.command("info")
@@ -112,6 +116,8 @@ def info(
     for key in ("name", "task", "arch", "default", "license", "summary", "repo_id", "filename", "revision",
                 "sha256", "size", "hub_url", "source", "path", "card_path"):
         out(f"{key:>10}: {row[key]}")
+    if spec.experimental:
+        out(f"{'experimental':>10}: {spec.experimental}")
     if spec.config:
         out(f"{'config':>10}: {json.dumps(spec.config)}")
     if card is not None:
