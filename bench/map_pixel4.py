@@ -60,8 +60,8 @@ def main() -> None:
     ap.add_argument("--weights", default=None, help="map-network safetensors for --method learned")
     ap.add_argument("--baseline", default="auto", choices=["auto", "h", "v"])
     ap.add_argument("--scale", type=float, default=1.0, help="downscale factor applied to views and gt")
-    ap.add_argument("--max-disparity", type=int, default=4, help="classical: search range, px")
-    ap.add_argument("--window", type=int, default=21, help="classical: ZNCC window, px")
+    ap.add_argument("--max-disparity", type=int, default=12, help="classical: search range, px")
+    ap.add_argument("--window", type=int, default=41, help="classical: ZNCC window, px")
     ap.add_argument("--scenes", default="", help="comma-separated scene ids (default: all)")
     args = ap.parse_args()
     if not DATA.is_dir():

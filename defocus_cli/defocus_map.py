@@ -51,6 +51,8 @@ class MapResult:
         signed: whether ``radius`` carries a meaningful sign.
         model: model name (learned), else ``None``.
         info: runtime details (tile, device, precision) for learned methods.
+        confidence: float32 ``(H, W)`` in [0, 1] per-pixel reliability (classical DP: ≈ 1 where the views
+            matched well, towards 0 where the value was propagated from elsewhere), else ``None``.
     """
 
     radius: np.ndarray
@@ -59,6 +61,7 @@ class MapResult:
     signed: bool
     model: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    confidence: np.ndarray | None = None
 
 
 def _module(model: Any) -> "torch.nn.Module":
@@ -92,8 +95,8 @@ def estimate_dp_map(
     device: "torch.device | str" = "cpu",
     precision: str = "fp32",
     tile: int | str = "auto",
-    max_disparity: int = 4,
-    window: int = 21,
+    max_disparity: int = 12,
+    window: int = 41,
 ) -> MapResult:
     """Signed CoC radius map from a DP pair.
 
@@ -105,10 +108,10 @@ def estimate_dp_map(
         method: ``"learned"`` or ``"classical"``.
         baseline: ``"h"``, ``"v"`` or ``"auto"`` (detected by block matching along both axes).
         device, precision, tile: passed to :func:`defocus_cli.runtime.run_engine` (learned only).
-        max_disparity, window: block-matching search range and window, px (classical only). The defaults
-            suit phone DP sensors (Pixel 4 validation: mean Spearman 0.50 vs ground truth; 0.43 with a range
-            of 6 px, as spurious matches grow with the range); raise ``max_disparity`` for large-sensor DP
-            (a disparity ``d`` px is a radius of ≈ 1.7 d px).
+        max_disparity, window: block-matching search range and window, input px (classical only). The
+            defaults suit phone DP sensors (Pixel 4 views shift by up to about 8 px; validation on 8 real
+            Pixel 4 scenes: mean |Spearman| 0.85 vs ground truth, see bench/RESULTS.md); raise
+            ``max_disparity`` for large-sensor DP (a disparity ``d`` px is a radius of ≈ 1.7 d px).
     Returns:
         :class:`MapResult` with ``radius`` float32 ``(H, W)``.
     """
@@ -127,8 +130,9 @@ def estimate_dp_map(
         lv, rv = np.swapaxes(lv, 0, 1), np.swapaxes(rv, 0, 1)
     info: dict[str, Any] = {}
     name = None
+    conf = None
     if method == "classical":
-        radius = map_classical.dp_radius_map(lv, rv, max_disparity=max_disparity, window=window)
+        radius, conf = map_classical.dp_radius_map_conf(lv, rv, max_disparity=max_disparity, window=window)
     else:
         if model is None:
             raise UsageError("method 'learned' needs a map model (or use method 'classical')")
@@ -145,7 +149,10 @@ def estimate_dp_map(
         radius = y[0, 0].numpy()
     if baseline == "v":
         radius = radius.T
-    return MapResult(np.ascontiguousarray(radius, dtype=np.float32), method, baseline, True, name, info)
+        conf = conf.T if conf is not None else None
+    if conf is not None:
+        conf = np.ascontiguousarray(conf, dtype=np.float32)
+    return MapResult(np.ascontiguousarray(radius, dtype=np.float32), method, baseline, True, name, info, conf)
 
 
 def estimate_single_map(
@@ -216,6 +223,19 @@ def _single_map_model_name() -> str:
     )
 
 
+def _range(r: np.ndarray) -> dict[str, float]:
+    """The scene's robust radius range: 2nd and 98th percentiles of the map (signed when the method is)."""
+    lo, hi = np.percentile(r, [2, 98])
+    return {"p2": round(float(lo), 4), "p98": round(float(hi), 4), "span": round(float(hi - lo), 4)}
+
+
+def _confidence(c: np.ndarray | None) -> dict[str, float] | None:
+    """Summary of a per-pixel confidence map in [0, 1]: mean and the fraction of pixels above 0.5."""
+    if c is None:
+        return None
+    return {"mean": round(float(np.mean(c)), 4), "fraction_above_0.5": round(float(np.mean(c > 0.5)), 4)}
+
+
 def _stats(r: np.ndarray) -> dict[str, float]:
     return {k: round(float(f(r)), 4) for k, f in (("min", np.min), ("max", np.max), ("mean", np.mean), ("median", np.median))}
 
@@ -237,7 +257,7 @@ def run_map(
     precision: str = "auto",
     tile: int | str = "auto",
     overwrite: bool = False,
-    max_disparity: int = 4,
+    max_disparity: int = 12,
 ) -> dict[str, Any]:
     """Estimate and write one defocus map (the ``defocus map`` command). Returns a JSON-ready summary.
 
@@ -346,6 +366,8 @@ def run_map(
         "width": w,
         "height": h,
         "radius": _stats(stored),
+        "range": _range(res.radius if res.signed else stored),
+        "confidence": _confidence(res.confidence),
         "seconds": round(time.perf_counter() - t0, 3),
     }
     return {

@@ -76,7 +76,7 @@ def map_command(
     max_disparity: Annotated[
         int, typer.Option("--max-disparity", help="Classical DP: largest view shift searched, px (a shift of d px "
                           "is a radius of about 1.7 d px; raise it for large-sensor cameras).")
-    ] = 4,
+    ] = 12,
     preview: Annotated[
         Optional[str],
         typer.Option("--preview", help="Also write a colour-mapped 8-bit PNG to look at.", show_default=False),
