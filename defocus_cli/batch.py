@@ -32,6 +32,7 @@ scanned.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -380,7 +381,7 @@ def _check_mapping(items: list[Item], opts: BatchOptions) -> None:
             raise UsageError(
                 f"output {it.output} would replace input {inputs[k]}; choose another -o, --suffix or --format"
             )
-        if it.input is not None and it.output.exists():
+        if it.input is not None and os.path.exists(it.output):
             try:
                 if os.path.samefile(it.output, it.input):
                     raise UsageError(f"output {it.output} is the input file itself; choose another -o")
@@ -395,9 +396,9 @@ def _check_mapping(items: list[Item], opts: BatchOptions) -> None:
     # the rules every written file follows (safe_io): no folder or special file as target, no file on the way
     # to it, legal name length; existence is handled below (refuse / overwrite / skip)
     check_targets([Target(it.output, "output") for it in items if it.output is not None and it.status == "pending"
-                   and not (opts.existing == "skip" and it.output.exists())],
+                   and not (opts.existing == "skip" and os.path.exists(it.output))],
                   [], overwrite=True)
-    existing = [it for it in items if it.status == "pending" and it.output is not None and it.output.exists()]
+    existing = [it for it in items if it.status == "pending" and it.output is not None and os.path.exists(it.output)]
     if not existing:
         return
     if opts.existing == "skip":
@@ -494,9 +495,16 @@ def run_batch(
 
 
 def _write_stdout(data: bytes) -> None:
+    """Write all of ``data`` to stdout: a pipe may take it in parts (a short write is never taken as done)."""
     sys.stdout.flush()
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
+    out = sys.stdout.buffer
+    view = memoryview(data)
+    while view:
+        n = out.write(view)
+        if not n:
+            raise BrokenPipeError(errno.EPIPE, "stdout accepts no more data")
+        view = view[n:]
+    out.flush()
 
 
 def _run_one(
@@ -515,7 +523,7 @@ def _run_one(
         if it.stdout or it.output is None:
             write_stdout(data)
         else:
-            if opts.existing == "refuse" and it.output.exists():
+            if opts.existing == "refuse" and os.path.exists(it.output):
                 raise OutputError(f"{it.output} appeared while the batch ran; not replaced (use --overwrite)")
             atomic_write(it.output, data)  # creates the output's folder, short temp name, fsync, rename
         it.status = "ok"

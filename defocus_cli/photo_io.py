@@ -262,7 +262,7 @@ def _check_tiff_layout(data: bytes, label: str) -> None:
     if fmt != 1:
         kind = _TIFF_SAMPLE_FORMATS.get(fmt, f"sample format {fmt}")
         raise InputError(
-            f"{label}: TIFF with {bits}-bit {kind} samples is not supported; expected 8- or 16-bit unsigned "
+            f"{label}: {bits}-bit {kind} TIFF samples are not supported; expected 8- or 16-bit unsigned "
             "integer samples (save it as a 16-bit TIFF or PNG)"
         )
     if (tags.get(262) or (0,))[0] == 5 and bits > 8:

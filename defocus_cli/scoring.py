@@ -38,7 +38,7 @@ import numpy as np
 from defocus_cli import metrics as M
 from defocus_cli._version import __version__
 from defocus_cli.errors import DefocusError, InputError, UsageError
-from defocus_cli.safe_io import atomic_write
+from defocus_cli.safe_io import atomic_write, is_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +107,14 @@ def normalise_key(rel_stem: str) -> str:
 
 
 def _scan(root: Path) -> list[Path]:
+    """Image names under ``root`` (links to folders are not followed, so link loops end). Entries that are
+    not folders are kept even when they are not regular files (FIFO, broken link): reading them fails for
+    that item alone with "not a regular file"."""
     files = [
         p
         for p in root.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in IMAGE_EXTS
+        if p.suffix.lower() in IMAGE_EXTS
+        and not p.is_dir()
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     ]
     return sorted(files)
@@ -145,6 +148,8 @@ class _Index:
 def _check_exists(path: Path, what: str) -> None:
     if not path.exists():
         raise UsageError(f"{what} not found: {path}; give an existing image file or folder")
+    if not path.is_dir() and not is_regular_file(path):
+        raise UsageError(f"{what} {path} is not a regular file (a pipe or device); give an image file or folder")
 
 
 def pair_paths(pred: Path | str, gt: Path | str, input: Path | str | None = None) -> Pairing:
