@@ -101,7 +101,9 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps({"method": args.method, "scale": args.scale, "max_disparity": args.max_disparity,
-                    "window": args.window, "rows": rows, "mean_spearman": mean}, indent=2) + "\n"
+                    "window": args.window, "rows": rows, "mean_spearman": mean,
+                    "mean_abs_spearman": mean_abs, "min_abs_spearman": float(min(abs(r["spearman"]) for r in rows)),
+                    "mean_seconds": float(np.mean([r["seconds"] for r in rows]))}, indent=2) + "\n"
     )
 
 

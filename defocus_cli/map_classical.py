@@ -131,12 +131,15 @@ def _kernel_disparity_table(max_radius: int = 40) -> tuple[np.ndarray, np.ndarra
 
 def disparity_to_radius(disparity: np.ndarray) -> np.ndarray:
     """Signed DP disparity (px) → signed CoC radius (px) through the kernel model's δ(r) (monotonic);
-    beyond the table (r > 40 px) extrapolated linearly."""
+    beyond the table (r > 40 px) extrapolated linearly. Same shape as ``disparity``, float32."""
     deltas, radii = _kernel_disparity_table()
-    a = np.abs(disparity)
     slope = (radii[-1] - radii[-2]) / (deltas[-1] - deltas[-2])
-    r = np.where(a <= deltas[-1], np.interp(a, deltas, radii), radii[-1] + (a - deltas[-1]) * slope)
-    return (np.sign(disparity) * r).astype(np.float32)
+    far = deltas[-1] + 1e6  # one table point far out = the linear extrapolation, in a single interp call
+    xp = np.append(deltas, far).astype(np.float32)
+    fp = np.append(radii, radii[-1] + (far - deltas[-1]) * slope).astype(np.float32)
+    d = np.asarray(disparity, np.float32)
+    r = np.interp(np.abs(d), xp, fp).astype(np.float32)
+    return np.copysign(r, d).astype(np.float32)
 
 
 def bandpass(a: np.ndarray, fine: float = 0.7, coarse: float = 3.0) -> np.ndarray:
@@ -263,13 +266,28 @@ def _guide(image: np.ndarray) -> np.ndarray:
     return np.clip((g - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
 
 
-def _grid_laplacian(y: np.ndarray, z_weight: float) -> np.ndarray:
-    """6-neighbour graph Laplacian ``L y`` on a ``(K, Gh, Gw)`` grid (axis 0 weighted by ``z_weight``)."""
-    out = np.zeros_like(y)
+def _grid_links(occupied: np.ndarray, z_weight: float, leak: float) -> list[np.ndarray]:
+    """Link weights of the 6-neighbour grid graph, one array per axis (shape of ``np.diff`` along it):
+    1 (``z_weight`` along the guide axis) between two occupied cells, ``leak`` times that otherwise, so that
+    guide levels with no pixels between them cut the graph (objects of different brightness do not mix)
+    while a faint link keeps every cell tied to the rest."""
+    links = []
     for ax, wt in ((0, z_weight), (1, 1.0), (2, 1.0)):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[ax], hi[ax] = slice(0, -1), slice(1, None)
+        both = occupied[tuple(lo)] & occupied[tuple(hi)]
+        links.append((wt * np.where(both, 1.0, leak)).astype(np.float32))
+    return links
+
+
+def _grid_laplacian(y: np.ndarray, links: list[np.ndarray]) -> np.ndarray:
+    """Weighted graph Laplacian ``L y`` on a ``(K, Gh, Gw)`` grid with per-axis link weights ``links``."""
+    out = np.zeros_like(y)
+    for ax in range(3):
         if y.shape[ax] < 2:
             continue
-        d = np.diff(y, axis=ax) * wt
+        d = np.diff(y, axis=ax) * links[ax]
         lo = [slice(None)] * 3
         hi = [slice(None)] * 3
         lo[ax], hi[ax] = slice(0, -1), slice(1, None)
@@ -278,17 +296,17 @@ def _grid_laplacian(y: np.ndarray, z_weight: float) -> np.ndarray:
     return out
 
 
-def _grid_degree(shape: tuple[int, int, int], z_weight: float) -> np.ndarray:
+def _grid_degree(shape: tuple[int, int, int], links: list[np.ndarray]) -> np.ndarray:
+    """Diagonal of the weighted Laplacian (sum of each cell's link weights)."""
     deg = np.zeros(shape, np.float32)
-    for ax, wt in ((0, z_weight), (1, 1.0), (2, 1.0)):
-        n = shape[ax]
-        cnt = np.full(n, 2.0, np.float32)
-        cnt[0] = cnt[-1] = 1.0
-        if n == 1:
-            cnt[:] = 0.0
-        sh = [1, 1, 1]
-        sh[ax] = n
-        deg += wt * cnt.reshape(sh)
+    for ax in range(3):
+        if shape[ax] < 2:
+            continue
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[ax], hi[ax] = slice(0, -1), slice(1, None)
+        deg[tuple(lo)] += links[ax]
+        deg[tuple(hi)] += links[ax]
     return deg
 
 
@@ -300,6 +318,8 @@ def bilateral_grid_solve(
     sigma_spatial: float,
     sigma_range: float = 0.1,
     smoothness: float = 100.0,
+    z_weight: float = 1.0,
+    leak: float = 0.01,
     out_guide: np.ndarray | None = None,
     iterations: int = 400,
     tol: float = 1e-5,
@@ -307,11 +327,13 @@ def bilateral_grid_solve(
     """Edge-aware, confidence-weighted propagation in a bilateral grid (a fast bilateral solver).
 
     The pixels are splatted (tent weights) into a grid of cells ``sigma_spatial`` px wide and ``sigma_range``
-    guide units deep; on the grid we minimise ``Σ_g C_g (y_g - T_g)² + smoothness · Σ_{g~g'} (y_g - y_g')²``
-    (``C_g`` = summed confidence, normalised to mean 1; ``T_g`` = its confidence-weighted mean target) by
-    Jacobi-preconditioned conjugate gradients, and slice the solution back with the guide. Pixels that differ
-    in guide value sit in different grid cells, so estimates spread freely within objects and weakly across
-    their edges; cells without confident pixels take the smooth interpolation of their neighbours.
+    guide units deep; on the grid we minimise ``Σ_g C_g (y_g - T_g)² + smoothness · Σ_{g~g'} a_gg' (y_g - y_g')²``
+    (``C_g`` = summed confidence, normalised to mean 1; ``T_g`` = its confidence-weighted mean target;
+    ``a`` = 1 between cells that hold pixels, ``leak`` otherwise) by Jacobi-preconditioned conjugate
+    gradients, and slice the solution back with the guide (occupancy-weighted, so a pixel never reads an
+    empty cell). Pixels that differ in guide value sit in different cells, so estimates spread freely within
+    objects and hardly across their edges; regions without confident pixels take the smooth interpolation of
+    their neighbours.
 
     Args:
         target: float32 ``(H, W)`` values (e.g. disparity, px).
@@ -320,6 +342,8 @@ def bilateral_grid_solve(
         sigma_spatial: grid cell size, px of ``target``.
         sigma_range: grid cell depth in guide units.
         smoothness: weight of the grid Laplacian relative to a cell of average confidence.
+        z_weight: weight of the links between neighbouring guide levels (relative to spatial links).
+        leak: relative weight of links that touch an empty cell (0 = cut).
         out_guide: optional finer ``(H2, W2)`` guide (same picture, larger) to slice at: the output is then
             ``(H2, W2)``, edge-aligned at that resolution.
     Returns:
@@ -338,26 +362,29 @@ def bilateral_grid_solve(
     ct = c * np.asarray(target, np.float32)
     splat_c = np.zeros((k_levels, gh, gw), np.float32)
     splat_t = np.zeros_like(splat_c)
+    splat_n = np.zeros_like(splat_c)
     for k in range(k_levels):
         wk = np.maximum(0.0, 1.0 - np.abs(gz - k))
         if not wk.any():
             continue
+        splat_n[k] = cv2.resize(wk, (gw, gh), interpolation=cv2.INTER_AREA)
         splat_c[k] = cv2.resize(wk * c, (gw, gh), interpolation=cv2.INTER_AREA)
         splat_t[k] = cv2.resize(wk * ct, (gw, gh), interpolation=cv2.INTER_AREA)
+    shape = out_guide.shape if out_guide is not None else (h, w)
     scale = float(splat_c.mean())
     if scale <= 0:
-        mean0 = float(np.mean(target))
-        shape = out_guide.shape if out_guide is not None else (h, w)
-        return np.full(shape, mean0, np.float32), np.zeros(shape, np.float32)
+        return np.full(shape, float(np.mean(target)), np.float32), np.zeros(shape, np.float32)
     splat_c /= scale
     splat_t /= scale
-    eps, zw = 1e-4, 1.0
+    occupied = splat_n > 1e-3 * float(splat_n.max())
+    links = _grid_links(occupied, float(z_weight), float(leak))
+    eps = 1e-4
     mean = float(splat_t.sum() / splat_c.sum())
     b = splat_t + eps * mean
-    precond = 1.0 / (splat_c + smoothness * _grid_degree(splat_c.shape, zw) + eps)
+    precond = 1.0 / (splat_c + smoothness * _grid_degree(splat_c.shape, links) + eps)
 
     def apply(v: np.ndarray) -> np.ndarray:
-        return splat_c * v + smoothness * _grid_laplacian(v, zw) + eps * v
+        return splat_c * v + smoothness * _grid_laplacian(v, links) + eps * v
 
     y = np.full_like(splat_c, mean)
     r = b - apply(y)
@@ -376,18 +403,37 @@ def bilateral_grid_solve(
         rz_new = float((r * z).sum())
         p = z + (rz_new / max(rz, 1e-30)) * p
         rz = rz_new
-    if out_guide is not None:
-        gz = np.clip(np.asarray(out_guide, np.float32), 0.0, 1.0) / sigma_range + 0.5
-    oh, ow = gz.shape
-    out = np.zeros((oh, ow), np.float32)
-    support = np.zeros((oh, ow), np.float32)
-    for k in range(k_levels):
-        wk = np.maximum(0.0, 1.0 - np.abs(gz - k))
-        if not wk.any():
-            continue
-        out += wk * cv2.resize(y[k], (ow, oh), interpolation=cv2.INTER_LINEAR)
-        support += wk * cv2.resize(splat_c[k], (ow, oh), interpolation=cv2.INTER_LINEAR)
-    return out, np.clip(support, 0.0, 1.0)
+    og = np.asarray(out_guide if out_guide is not None else guide, np.float32)
+    occ = splat_n + 1e-6 * float(splat_n.max())
+    num, den, support = _slice(np.stack([y * occ, occ, splat_c]), og, sigma_range)
+    return num / np.maximum(den, 1e-12), np.clip(support, 0.0, 1.0)
+
+
+def _slice(grids: np.ndarray, guide: np.ndarray, sigma_range: float) -> tuple[np.ndarray, ...]:
+    """Trilinear read-out of ``(C, K, Gh, Gw)`` grids at every pixel of an ``(H, W)`` guide in [0, 1] (the
+    grids span the same picture as the guide, cell centres as :func:`cv2.resize` places them). Each channel is
+    laid out as one ``(K·Gh, Gw, C)`` image read with two bilinear :func:`cv2.remap` calls (the two guide
+    levels around the pixel's), so the cost is a few passes over the pixels whatever K is. C ≤ 4."""
+    import cv2
+
+    _c, k_levels, gh, gw = grids.shape
+    h, w = guide.shape
+    gx = ((np.arange(w, dtype=np.float32) + 0.5) * (gw / w) - 0.5).clip(0, gw - 1)
+    gy = ((np.arange(h, dtype=np.float32) + 0.5) * (gh / h) - 0.5).clip(0, gh - 1)
+    gz = np.clip(guide, 0.0, 1.0) / sigma_range + 0.5
+    k0 = np.clip(np.floor(gz), 0, k_levels - 2)
+    frac = (gz - k0).astype(np.float32)
+    mapx = np.broadcast_to(gx[None, :], (h, w)).astype(np.float32)
+    flat = np.ascontiguousarray(np.moveaxis(grids, 0, -1).reshape(k_levels * gh, gw, -1), dtype=np.float32)
+    ylo = gy[:, None] + (k0 * gh).astype(np.float32)
+    lo = cv2.remap(flat, mapx, ylo, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    hi = cv2.remap(flat, mapx, ylo + np.float32(gh), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if lo.ndim == 2:
+        lo, hi = lo[:, :, None], hi[:, :, None]
+    f = frac[:, :, None]
+    both = lo + f * (hi - lo)
+    outs = [both[:, :, i] for i in range(both.shape[2])]
+    return tuple(outs)
 
 
 def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
