@@ -94,3 +94,26 @@ def test_contract_attributes_and_gradients() -> None:
     x = torch.rand(1, 3, 32, 32)
     net.restore(x, net.map_lowres(x)).mean().backward()
     assert net.dme.head.weight.grad is not None and net.deblur.out.weight.grad is not None
+
+
+def test_local_pooling_matches_global_on_small_inputs_and_localises_on_large() -> None:
+    from defocus_cli.archs.sftnet import DecomposedSFT, SFTNet
+
+    torch.manual_seed(3)
+    sft = DecomposedSFT(16, 32).eval()
+    with torch.no_grad():
+        small = torch.randn(1, 32, 8, 8)
+        ref = sft.gammas(small)[0]
+        sft.pool_window = 8  # the window covers the whole input: local == global
+        torch.testing.assert_close(sft.gammas(small)[0].expand(-1, -1, 8, 8), ref.expand(-1, -1, 8, 8),
+                                   atol=1e-6, rtol=0)
+        big = torch.randn(1, 32, 8, 64)
+        edit = big.clone()
+        edit[..., :16] += 3.0  # change the left quarter only
+        local = (sft.gammas(big)[0] - sft.gammas(edit)[0])[..., 40:].abs().max()
+        sft.pool_window = None
+        glob = (sft.gammas(big)[0] - sft.gammas(edit)[0]).abs().max()
+    assert float(local) == 0.0 < float(glob)  # local: the far right's channel factor is untouched
+    net = SFTNet()
+    net.set_pool_window(32)
+    assert all(m.pool_window == 32 for m in net.modules() if isinstance(m, DecomposedSFT))

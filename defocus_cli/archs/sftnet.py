@@ -87,6 +87,11 @@ class DecomposedSFT(nn.Module):
     """``F · (1 + γ_c · γ_s) + β``: ``γ_c`` ``(N, C, 1, 1)`` from the pooled condition, ``γ_s``
     ``(N, 1, h, w)``, ``β`` ``(N, C, h, w)``; features and condition share the spatial size ``h × w``."""
 
+    #: Test-time local pooling (TLC, Chu et al. 2022): when set, ``γ_c`` pools the condition over a
+    #: ``pool_window``² window around each position (cells of the 1/4-resolution grid) instead of the whole
+    #: input, so a whole photo sees the statistics of a training patch. ``None``: global (as trained).
+    pool_window: int | None = None
+
     def __init__(self, ch: int, cond_ch: int = 32) -> None:
         super().__init__()
         self.gc1 = nn.Conv2d(cond_ch, cond_ch, 1)
@@ -98,7 +103,14 @@ class DecomposedSFT(nn.Module):
 
     def gammas(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(γ_c (N, C, 1, 1), γ_s (N, 1, h, w))``."""
-        pooled = cond.mean(dim=(2, 3), keepdim=True)
+        win = self.pool_window
+        h, w = cond.shape[-2:]
+        if win and (h > win or w > win):
+            kh, kw = min(win, h), min(win, w)
+            padded = F.pad(cond, (kw // 2, (kw - 1) // 2, kh // 2, (kh - 1) // 2), mode="replicate")
+            pooled = F.avg_pool2d(padded, (kh, kw), stride=1)
+        else:
+            pooled = cond.mean(dim=(2, 3), keepdim=True)
         gc = self.gc2(F.leaky_relu(self.gc1(pooled), 0.1))
         gs = self.gs2(F.leaky_relu(self.gs1(cond), 0.1))
         return gc, gs
@@ -202,6 +214,13 @@ class SFTNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xp, h, w = self._pad(x)
         return self.restore(xp, self.map_lowres(xp))[..., :h, :w]
+
+    def set_pool_window(self, cells: int | None) -> None:
+        """Local (TLC) pooling of every SFT layer's channel factor over ``cells``² cells of the 1/4-resolution
+        grid (``cells`` = training patch / 4 mimics training), or ``None`` for global pooling."""
+        for m in self.modules():
+            if isinstance(m, DecomposedSFT):
+                m.pool_window = cells
 
     def defocus_map(self, x: torch.Tensor) -> torch.Tensor:
         """Unsigned CoC radius in px of ``x``: ``(N, 1, H, W)`` float (bilinear from 1/4 resolution)."""
