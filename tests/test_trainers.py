@@ -252,13 +252,132 @@ def test_evaluate_helpers(cache_file: Path, tmp_path: Path) -> None:
     assert fig2.shape[:2] == (32, 72)
 
 
-@pytest.mark.parametrize("model", ["ifan", "defocusgan", "defocusgan-map"])
-def test_cpu_only_trainers_refuse_another_device(model: str, cache_file: Path, tmp_path: Path) -> None:
-    from defocus_cli.errors import UsageError
+@pytest.fixture
+def no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make this machine look CUDA-less, whatever it has."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.mark.parametrize("model", ["sftnet", "ifan", "defocusgan", "defocusgan-map"])
+def test_trainers_refuse_an_unavailable_device_before_creating_anything(model: str, cache_file: Path,
+                                                                       tmp_path: Path, no_cuda: None) -> None:
+    from defocus_cli.errors import DeviceError
     from defocus_cli.train import TrainOptions, run
 
     opts = TrainOptions(model=model, cache=[cache_file], steps=1, patch=32, batch=1, device="cuda",
                         run_dir=tmp_path / "r", out=tmp_path / "w.safetensors")
-    with pytest.raises(UsageError, match="CPU only"):
+    with pytest.raises(DeviceError, match="use --device cpu") as e:
         run(opts)
+    assert e.value.exit_code == 4 and "\n" not in str(e.value)
     assert not (tmp_path / "r").exists()
+
+
+def test_cuda_index_beyond_the_visible_gpus_is_a_device_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from defocus_cli.errors import DeviceError, UsageError
+    from defocus_cli.train.common import train_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(DeviceError, match="only 1 CUDA device"):
+        train_device("cuda:3")
+    with pytest.raises(UsageError):
+        train_device("gpu")
+    assert train_device("cpu") == torch.device("cpu") and train_device(None) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("model", ["sftnet", "ifan", "defocusgan-map"])
+def test_cli_train_without_cuda_is_one_line_exit_4(model: str, cache_file: Path, tmp_path: Path,
+                                                   no_cuda: None) -> None:
+    from typer.testing import CliRunner
+
+    from defocus_cli.cli import app
+
+    r = CliRunner().invoke(app, ["train", model, "--cache", str(cache_file), "--device", "cuda", "--steps", "1",
+                                 "--run-dir", str(tmp_path / "r"), "--out", str(tmp_path / "w.safetensors")])
+    assert r.exit_code == 4, r.output
+    err = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("error: --device cuda requested but CUDA is not available")
+    assert "use --device cpu" in err[0] and "Traceback" not in r.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_argparse_entries_without_cuda_are_one_line_exit_4(cache_file: Path, tmp_path: Path, no_cuda: None,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from defocus_cli.train import defocusgan, ifan
+
+    for argv, main in ((["--run", str(tmp_path / "i"), "--cache", str(cache_file), "--device", "cuda"], ifan.main),
+                       (["--run", str(tmp_path / "g"), "--cache", str(cache_file), "--device", "cuda:0"],
+                        defocusgan.main),
+                       (["--map", "--run", str(tmp_path / "m"), "--cache", str(cache_file), "--device", "cuda"],
+                        defocusgan.main)):
+        assert main(argv) == 4
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "CUDA is not available" in err[0] and "use --device cpu" in err[0], err
+    assert not any((tmp_path / d).exists() for d in "igm")
+
+
+def test_checkpoints_hold_cpu_tensors_and_batches_follow_the_device(tmp_path: Path) -> None:
+    from defocus_cli.train.common import RunDir, load_checkpoint, to_cpu
+
+    nested = {"a": torch.ones(2), "b": [torch.zeros(1), (torch.ones(1), 3)], "c": "x"}
+    moved = to_cpu(nested)
+    assert isinstance(moved["b"], list) and isinstance(moved["b"][1], tuple) and moved["b"][1][1] == 3
+    assert moved["c"] == "x" and torch.equal(moved["a"], nested["a"])
+    run = RunDir(tmp_path / "r")
+    run.save({"model": torch.nn.Linear(2, 2).state_dict(), "step": 1})
+    assert all(t.device.type == "cpu" for t in load_checkpoint(run.last)["model"].values())
+
+
+def test_batch_stream_passes_the_camera_true_knobs(tmp_path: Path) -> None:
+    from defocus_cli.train.sources import batch_stream
+
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        img = cv2.resize(rng.random((12, 16, 3)).astype(np.float32), (160, 120), interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(str(tmp_path / f"p{i}.png"), (img * 255).astype(np.uint8))
+    b = next(batch_stream(photos=tmp_path, patch=32, batch=3, seed=0, device="cpu", coc_px=4.0))
+    assert b["blur"].shape == (3, 3, 32, 32) and b["blur"].device.type == "cpu"
+    assert float(b["coc"].abs().max()) <= 4.0 + 1e-4
+    # without coc_px the range is photo-relative (about 2.4 px at 160 px), so a radius above 4 px is coc_px's
+    wide = next(batch_stream(photos=tmp_path, patch=32, batch=3, seed=0, coc_px=12.0))
+    assert float(wide["coc"].abs().max()) > 4.0
+
+
+def test_ifan_and_defocusgan_bf16_autocast_step_on_cpu(cache_file: Path, tmp_path: Path) -> None:
+    from defocus_cli.train.defocusgan import GANTrainConfig
+    from defocus_cli.train.defocusgan import train_config as train_gan
+    from defocus_cli.train.ifan import IFANTrainConfig
+    from defocus_cli.train.ifan import train_config as train_ifan
+
+    s = train_ifan(IFANTrainConfig(run=str(tmp_path / "i"), cache=[str(cache_file)], patch=32, batch=1, steps=1,
+                                   export=None, bf16=True, device="cpu", threads=1))
+    assert s["step"] == 1
+    s = train_gan(GANTrainConfig(run=str(tmp_path / "g"), cache=[str(cache_file)], patch=32, batch=1, steps=1,
+                                 export=None, bf16=True, device="cpu", threads=1, w_perc=0.0, critic_start=0,
+                                 adv_start=0))
+    assert s["step"] == 1
+
+
+def test_sftnet_stops_at_its_wall_clock_limit(cache_file: Path, tmp_path: Path) -> None:
+    from defocus_cli.train import TrainOptions, run
+    from defocus_cli.train.common import load_checkpoint
+
+    opts = TrainOptions(model="sftnet", cache=[cache_file], steps=30, patch=32, batch=1, threads=1,
+                        run_dir=tmp_path / "r", out=tmp_path / "w.safetensors", extra={"minutes": 1e-9})
+    summary = run(opts)
+    assert summary["steps"] == 0 and load_checkpoint(tmp_path / "r" / "last.pt")["step"] == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("model", ["sftnet", "ifan", "defocusgan", "defocusgan-map"])
+def test_trainers_on_cuda_resume_on_cpu(model: str, cache_file: Path, tmp_path: Path) -> None:
+    from defocus_cli.train import TrainOptions, run
+    from defocus_cli.train.common import load_checkpoint
+
+    opts = TrainOptions(model=model, cache=[cache_file], steps=2, patch=32, batch=2, device="cuda",
+                        run_dir=tmp_path / "r", out=tmp_path / "w.safetensors", threads=1)
+    assert run(opts)["steps"] == 2
+    ck = load_checkpoint(tmp_path / "r" / "last.pt")
+    assert all(t.device.type == "cpu" for t in ck["model"].values())
+    opts.device, opts.steps, opts.resume = "cpu", 3, True
+    assert run(opts)["steps"] == 3

@@ -17,6 +17,11 @@ Typical loop (see :mod:`defocus_cli.train.sftnet`)::
 Checkpoints are plain dicts of tensors / numbers / strings (``model``, ``optim``, ``step`` ...), so
 ``torch.load(weights_only=True)`` reads them.
 
+Devices: every trainer takes ``cpu``, ``cuda``, ``cuda:N`` (and ``auto`` / ``mps``), resolved by
+:func:`train_device` (an unavailable device is a one-line :class:`~defocus_cli.errors.DeviceError`, exit 4).
+Checkpoints are always written with CPU tensors (:func:`to_cpu`) and read onto the CPU, so a run started on a
+GPU resumes on a CPU and the other way round; optimiser state follows its parameters' device on load.
+
 The IFAN and DefocusGAN trainers also share the pieces at the end of this module: :class:`ValidatedRun`
 (resume, checkpoints, LFDOF validation, best-weights export, summary), :func:`load_init` (warm start), the
 ``TrainOptions`` → config helpers (:func:`fresh_run_dir`, :func:`config_fields`, :func:`apply_options`) and the
@@ -59,6 +64,40 @@ def setup_torch(threads: int | None = None, seed: int | None = None) -> None:
         from defocus_cli.runtime import tune_allocator
 
         tune_allocator()
+
+
+def train_device(request: str | torch.device | None = "cpu") -> torch.device:
+    """The :class:`torch.device` a trainer runs on, from a ``--device`` value (``cpu``, ``cuda``, ``cuda:N``,
+    ``auto``, ``mps``; ``None`` = ``cpu``), via :func:`defocus_cli.devices.resolve_device`.
+
+    Raises:
+        UsageError: not a device name (exit 2).
+        DeviceError: the device is not available here, e.g. ``cuda`` without a CUDA GPU (exit 4).
+    """
+    from defocus_cli.devices import resolve_device
+
+    return resolve_device(str(request) if request is not None else "cpu")
+
+
+def to_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor inside (nested dicts, lists, tuples) moved to the CPU (for checkpoints)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
+def module_device(module: Any) -> torch.device:
+    """The device of ``module``'s first parameter or buffer (CPU for a plain callable or an empty module)."""
+    if isinstance(module, torch.nn.Module):
+        for t in module.parameters():
+            return t.device
+        for t in module.buffers():
+            return t.device
+    return torch.device("cpu")
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -106,7 +145,8 @@ class RunDir:
         return time.monotonic() - self._last_save >= self.save_every_s
 
     def save(self, state: dict[str, Any], best: bool = False) -> None:
-        """Write ``last.pt`` (and ``best.pt`` when ``best``)."""
+        """Write ``last.pt`` (and ``best.pt`` when ``best``), with every tensor on the CPU."""
+        state = to_cpu(state)
         atomic_save(state, self.last)
         if best:
             atomic_save(state, self.best)
@@ -193,22 +233,23 @@ def validate_lfdof(module: torch.nn.Module | Callable[[torch.Tensor], torch.Tens
                    max_images: int | None = None, crop: int | None = None) -> dict[str, float]:
     """Mean PSNR/SSIM of ``module`` on the LFDOF pairs under ``root`` (``input/``, ``target/``), next to the
     blurry input's. ``module`` follows the engine contract: ``(1, 3, H, W)`` RGB [0, 1] in and out.
-    ``crop``: evaluate a centre crop of that side only (faster). Returns ``{"val_psnr", "val_ssim",
-    "input_psnr", "input_ssim", "n"}``."""
+    ``crop``: evaluate a centre crop of that side only (faster). Runs on the module's device
+    (:func:`module_device`). Returns ``{"val_psnr", "val_ssim", "input_psnr", "input_ssim", "n"}``."""
     from defocus_cli import metrics
     from defocus_cli.data import lfdof_pairs
 
     was_training = getattr(module, "training", False)
     if isinstance(module, torch.nn.Module):
         module.eval()
+    device = module_device(module)
     ps, ss, ips, iss = [], [], [], []
     for _, inp, tgt in lfdof_pairs(root)[:max_images]:
         if crop:
             h, w = inp.shape[:2]
             y, x = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
             inp, tgt = inp[y:y + crop, x:x + crop], tgt[y:y + crop, x:x + crop]
-        x_t = torch.from_numpy(inp).permute(2, 0, 1)[None].contiguous()
-        out = module(x_t)[0].permute(1, 2, 0).clamp(0, 1).float().numpy()
+        x_t = torch.from_numpy(inp).permute(2, 0, 1)[None].contiguous().to(device)
+        out = module(x_t)[0].permute(1, 2, 0).clamp(0, 1).float().cpu().numpy()
         out = np.round(out * 255) / 255  # as a saved 8-bit result
         ps.append(metrics.psnr(out, tgt))
         ss.append(metrics.ssim(out, tgt))
@@ -277,9 +318,11 @@ def evaluate_for_card(module: torch.nn.Module | Callable[[torch.Tensor], torch.T
                     res.setdefault(tag + "lpips", []).append(lp(img, tgt))
         return {k: float(np.mean(v)) for k, v in res.items()}
 
+    device = module_device(module)
+
     def run_one(inp: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(inp.transpose(2, 0, 1)))[None].float()
-        y = module(x)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+        x = torch.from_numpy(np.ascontiguousarray(inp.transpose(2, 0, 1)))[None].float().to(device)
+        y = module(x)[0].clamp(0, 1).permute(1, 2, 0).float().cpu().numpy()
         return np.round(y * 255) / 255
 
     out: dict[str, Any] = {}
@@ -295,7 +338,8 @@ def evaluate_for_card(module: torch.nn.Module | Callable[[torch.Tensor], torch.T
             pairs.append((inp, run_one(inp), syn["sharp"][i].permute(1, 2, 0).numpy()))
         out["synthetic"] = {**score(pairs), **sp}
         if hasattr(module, "defocus_map"):
-            maes = [float((module.defocus_map(syn["blur"][i:i + 1]).abs() - syn["coc"][i:i + 1].abs()).abs().mean())
+            maes = [float((module.defocus_map(syn["blur"][i:i + 1].to(device)).abs().cpu()
+                           - syn["coc"][i:i + 1].abs()).abs().mean())
                     for i in range(syn["blur"].shape[0])]
             out["synthetic"]["map_mae_px"] = float(np.mean(maes))
     return out
@@ -308,13 +352,11 @@ def evaluate_for_card(module: torch.nn.Module | Callable[[torch.Tensor], torch.T
 def fresh_run_dir(opts: Any) -> Path:
     """``opts.resolved_run_dir()`` (``opts``: a :class:`defocus_cli.train.TrainOptions`); a folder that already
     holds a run (``last.pt``) is refused with :class:`UsageError` unless ``opts.resume``, so that a run is never
-    silently continued or mixed. These trainers (IFAN, DefocusGAN and its map net) run on the CPU only: another
-    ``opts.device`` is refused rather than ignored."""
+    silently continued or mixed. ``opts.device`` is checked first (:func:`train_device`: an unavailable device is a
+    :class:`~defocus_cli.errors.DeviceError`), before anything is created."""
     from defocus_cli.errors import UsageError
 
-    if str(getattr(opts, "device", "cpu")) != "cpu":
-        raise UsageError(f"the {opts.model} trainer runs on the CPU only in this version; got --device "
-                         f"{opts.device} (drop --device, or train sftnet, whose trainer supports cuda)")
+    train_device(getattr(opts, "device", "cpu"))
     run_dir = Path(opts.resolved_run_dir())
     if (run_dir / "last.pt").exists() and not opts.resume:
         raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or --run-dir NEW_DIR")
@@ -326,7 +368,7 @@ def config_fields(opts: Any, multiple_of: int) -> dict[str, Any]:
     trainer: ``run`` (checked by :func:`fresh_run_dir`), ``cache``, ``photos`` / ``paired`` (``opts.data`` is sharp
     photos with ``synthetic``, a paired folder without; neither with a patch cache), ``patch`` (rounded down to a
     multiple of ``multiple_of``), ``batch``, ``steps``, ``minutes`` (no time limit), ``val_root``, ``val_every``,
-    ``export``, ``threads`` (0: torch's default) and ``seed``."""
+    ``export``, ``threads`` (0: torch's default), ``seed``, ``device`` (resolved, e.g. ``"cuda:0"``) and ``bf16``."""
     run_dir = fresh_run_dir(opts)
     photos = paired = None
     if not opts.cache and opts.data is not None:
@@ -335,7 +377,7 @@ def config_fields(opts: Any, multiple_of: int) -> dict[str, Any]:
         run=str(run_dir), cache=[str(c) for c in opts.cache], photos=photos, paired=paired,
         patch=opts.patch - opts.patch % multiple_of, batch=opts.batch, steps=opts.steps, minutes=1e9,
         val_root=str(opts.val) if opts.val else None, val_every=opts.val_every, export=str(opts.resolved_out()),
-        threads=opts.threads or 0, seed=opts.seed,
+        threads=opts.threads or 0, seed=opts.seed, device=str(train_device(opts.device)), bf16=bool(opts.bf16),
     )
 
 
@@ -361,6 +403,22 @@ def set_fields(cfg: Any, assignments: Sequence[str]) -> None:
             setattr(cfg, k, v.lower() in ("1", "true", "yes"))
         else:
             setattr(cfg, k, type(cur)(v) if cur is not None else v)
+
+
+def run_entry(fn: Callable[[], Any]) -> int:
+    """Run a trainer command line's work ``fn`` (``python -m defocus_cli.train.ifan ...``): 0 when it returns, or
+    a :class:`~defocus_cli.errors.DefocusError` as one ``error: ...`` line on stderr and its exit code (2 usage,
+    4 device ...), never a traceback."""
+    import sys
+
+    from defocus_cli.errors import DefocusError
+
+    try:
+        fn()
+    except DefocusError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return e.exit_code
+    return 0
 
 
 def log_to_stderr() -> None:

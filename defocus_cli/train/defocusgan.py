@@ -24,6 +24,13 @@ identity and spends its first thousands of steps learning to reproduce the photo
 returns its input (≈50 dB) and training starts at the blurry input's PSNR; see that function.
 Exports ``weights/defocusgan.safetensors`` (468 tensors, official layout) whenever the LFDOF
 centre-crop PSNR improves and beats the blurry input's.
+
+Devices: ``device`` (``--device cuda`` on the command line, ``defocus train defocusgan --device cuda``) puts the
+generator, the critic, the perceptual net, the optimiser state and the batches (synthesised there) on that device;
+``bf16`` adds bf16 autocast to the generator's forward pass and losses (the critic's WGAN-GP step stays float32).
+``coc_px``, ``in_focus_prob``, ``highlight_prob``: the camera-true synthesis knobs of
+:class:`~defocus_cli.data.SyntheticDP` (``--set coc_px=16`` as for SFT-net).
+Checkpoints hold CPU tensors, so a GPU run resumes on a CPU.
 """
 
 from __future__ import annotations
@@ -81,6 +88,11 @@ class GANTrainConfig:
     pin_identity: bool = True
     tie_taps: bool = False
     warmup: int = 200
+    device: str = "cpu"
+    bf16: bool = False
+    coc_px: float = 0.0
+    in_focus_prob: float = 0.0
+    highlight_prob: float = 0.0
 
 
 #: Knots of the piecewise-linear logit that :func:`identity_init` builds per colour channel (denser near 0 and 1).
@@ -149,7 +161,7 @@ def identity_init(gen: torch.nn.Module, knots: int = IDENTITY_KNOTS, gain: float
     t, a, b = _logit_fit(knots)
     ramps = list(range(3 * knots))
     for p, dim in _identity_rows(gen):
-        p.index_fill_(dim, torch.tensor(ramps), 0.0)
+        p.index_fill_(dim, torch.tensor(ramps, device=p.device), 0.0)
     head = gen.head[0]
     for c in range(3):
         for j in range(knots):
@@ -249,7 +261,7 @@ def train(opts: Any) -> dict[str, Any]:
 def defocusgan_map_config(opts: Any) -> Any:
     """:class:`~defocus_cli.train.defocusgan_map.MapTrainConfig` from generic ``TrainOptions`` (synthetic only)."""
     from defocus_cli.errors import UsageError
-    from defocus_cli.train.common import apply_options, fresh_run_dir
+    from defocus_cli.train.common import apply_options, fresh_run_dir, train_device
     from defocus_cli.train.defocusgan_map import MapTrainConfig
 
     run_dir = fresh_run_dir(opts)
@@ -258,7 +270,8 @@ def defocusgan_map_config(opts: Any) -> Any:
     cfg = MapTrainConfig(run=str(run_dir), cache=[str(c) for c in opts.cache],
                          photos=None if opts.cache else str(opts.data), patch=opts.patch - opts.patch % 16,
                          batch=opts.batch, steps=opts.steps, minutes=1e9, export=str(opts.resolved_out()),
-                         threads=opts.threads or 0, seed=opts.seed, init=str(opts.init) if opts.init else None)
+                         threads=opts.threads or 0, seed=opts.seed, init=str(opts.init) if opts.init else None,
+                         device=str(train_device(opts.device)), bf16=bool(opts.bf16))
     return apply_options(cfg, opts)
 
 
@@ -279,15 +292,16 @@ def train_config(cfg: GANTrainConfig) -> dict[str, Any]:
     """Run (or resume) a DefocusGAN generator run; returns ``{"step", "best_val_psnr", "seconds"}``."""
     from defocus_cli.archs.defocusgan import DefocusGAN
     from defocus_cli.archs.defocusgan_disc import PatchDiscriminator
-    from defocus_cli.train.common import StopFlag, ValidatedRun, load_init, setup_torch
+    from defocus_cli.train.common import StopFlag, ValidatedRun, autocast, load_init, setup_torch, train_device
     from defocus_cli.train.losses import PerceptualLoss, critic_loss_wgan_gp
     from defocus_cli.train.sources import batch_stream
 
+    device = train_device(cfg.device)
     setup_torch(cfg.threads, cfg.seed)
-    gen, critic = DefocusGAN(), PatchDiscriminator()
+    gen, critic = DefocusGAN().to(device), PatchDiscriminator().to(device)
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr)
     opt_d = torch.optim.Adam(critic.parameters(), lr=cfg.lr_d, betas=(0.5, 0.9))
-    perc = PerceptualLoss("lpips") if cfg.w_perc > 0 else None
+    perc = PerceptualLoss("lpips").to(device) if cfg.w_perc > 0 else None
     run = ValidatedRun(cfg, {"model": gen, "critic": critic, "optim": opt_g, "optim_d": opt_d}, arch="defocusgan")
     step = 0
     resumed = run.resume()  # the checkpoint's step; None for a new run
@@ -300,7 +314,8 @@ def train_config(cfg: GANTrainConfig) -> dict[str, Any]:
     if cfg.tie_taps:
         tie_transposed_taps(gen)
     stream = batch_stream(cache=cfg.cache, photos=cfg.photos, paired=cfg.paired, patch=cfg.patch,
-                          batch=cfg.batch, seed=cfg.seed, start=step)
+                          batch=cfg.batch, seed=cfg.seed, start=step, device=device, coc_px=cfg.coc_px,
+                          in_focus_prob=cfg.in_focus_prob, highlight_prob=cfg.highlight_prob)
     stop = StopFlag()
     t0 = time.monotonic()
     t_end = t0 + cfg.minutes * 60.0
@@ -312,7 +327,8 @@ def train_config(cfg: GANTrainConfig) -> dict[str, Any]:
             g["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
         guide = b["coc"].abs() if "coc" in b else torch.zeros_like(b["blur"][:, :1])
         it = curriculum_iter(step, cfg.anneal_steps) if "coc" in b else ANNEAL_REFERENCE
-        out = gen.forward_train(b["blur"], guide, iter_num=it)
+        with autocast(cfg.bf16, device):
+            out = gen.forward_train(b["blur"], guide, iter_num=it).float()
         logs: dict[str, float] = {}
         if step >= cfg.critic_start:
             for _ in range(cfg.n_critic):
@@ -324,7 +340,8 @@ def train_config(cfg: GANTrainConfig) -> dict[str, Any]:
         use_adv = step >= cfg.adv_start
         if use_adv:
             critic.requires_grad_(False)
-        loss, glogs = generator_loss(out, b, cfg, perc, critic if use_adv else None)
+        with autocast(cfg.bf16, device):
+            loss, glogs = generator_loss(out, b, cfg, perc, critic if use_adv else None)
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.pin_identity and cfg.init == "identity":
@@ -344,7 +361,7 @@ def train_config(cfg: GANTrainConfig) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line for background runs: ``python -m defocus_cli.train.defocusgan [--map] --run DIR ...``."""
-    from defocus_cli.train.common import log_to_stderr, set_fields
+    from defocus_cli.train.common import log_to_stderr, run_entry, set_fields
 
     p = argparse.ArgumentParser(description="Train the DefocusGAN generator (or, with --map, its map network).")
     p.add_argument("--map", action="store_true", help="train the DP defocus-map network instead")
@@ -354,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--export", default=None)
     p.add_argument("--val-root", default=None)
     p.add_argument("--set", nargs="*", default=[], help="KEY=VALUE overrides of the config fields")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the config's, cpu)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for forward passes")
     a = p.parse_args(argv)
     log_to_stderr()
     if a.map:
@@ -367,10 +386,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg.run = a.run
     if a.export is not None:
         cfg.export = a.export or None
+    if a.device is not None:
+        cfg.device = a.device
+    if a.bf16:
+        cfg.bf16 = True
     set_fields(cfg, a.set)
-    summary = run_map(cfg) if a.map else train_config(cfg)
-    log.info("done: %s", summary)
-    return 0
+    return run_entry(lambda: log.info("done: %s", run_map(cfg) if a.map else train_config(cfg)))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,6 +21,9 @@ What we do (documented in the model card):
 
 Exports ``weights/defocusgan-map.safetensors`` (the map net; 324 tensors in the official layout).
 Metric: mean absolute CoC error (px) on the fixed synthetic test set.
+
+``device`` (``cpu``, ``cuda``, ``cuda:N``) holds the map net, the kernel banks, their optimisers and the batches
+(synthesised there); ``bf16`` adds bf16 autocast to the map net's forward pass. Checkpoints hold CPU tensors.
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ class MapTrainConfig:
     threads: int = 1
     seed: int = 0
     init: str | None = None
+    device: str = "cpu"
+    bf16: bool = False
 
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
@@ -120,14 +125,24 @@ def coc_error(model: nn.Module, test: dict[str, torch.Tensor], chunk: int = 4) -
 def train_config(cfg: MapTrainConfig) -> dict[str, Any]:
     """Run (or resume) a defocus-map training run; returns ``{"step", "seconds", "last_coc_mae_px"}``."""
     from defocus_cli.archs.defocusgan_map import BlurKernelBank, DefocusMapNet
-    from defocus_cli.train.common import JsonlLogger, RunDir, StopFlag, export_safetensors, setup_torch
+    from defocus_cli.train.common import (
+        JsonlLogger,
+        RunDir,
+        StopFlag,
+        autocast,
+        export_safetensors,
+        setup_torch,
+        train_device,
+    )
     from defocus_cli.train.sources import batch_stream
 
+    device = train_device(cfg.device)
     setup_torch(cfg.threads, cfg.seed)
     run = RunDir(cfg.run, save_every_s=cfg.save_every_s)
     logger = JsonlLogger(run.log_path)
-    model = DefocusMapNet()
-    bank_l, bank_r = BlurKernelBank(cfg.levels, view="left"), BlurKernelBank(cfg.levels, view="right")
+    model = DefocusMapNet().to(device)
+    bank_l = BlurKernelBank(cfg.levels, view="left").to(device)
+    bank_r = BlurKernelBank(cfg.levels, view="right").to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     opt_bank = torch.optim.Adam(list(bank_l.parameters()) + list(bank_r.parameters()), lr=cfg.lr_bank)
     step = 0
@@ -145,7 +160,7 @@ def train_config(cfg: MapTrainConfig) -> dict[str, Any]:
 
         model.load_state_dict({k: v.float() for k, v in load_file(cfg.init).items()})
     stream = batch_stream(cache=cfg.cache, photos=cfg.photos, patch=cfg.patch, batch=cfg.batch, seed=cfg.seed,
-                          start=step)
+                          start=step, device=device)
     stop = StopFlag()
     t0 = time.monotonic()
     t_end = t0 + cfg.minutes * 60.0
@@ -170,8 +185,8 @@ def train_config(cfg: MapTrainConfig) -> dict[str, Any]:
         bank_phase = step >= cfg.map_first and ((step - cfg.map_first) // cfg.alt_steps) % 2 == 0
         model.train(not bank_phase)
         if bank_phase:
-            with torch.no_grad():
-                pred = model(b["left"], b["right"])
+            with torch.no_grad(), autocast(cfg.bf16, device):
+                pred = model(b["left"], b["right"]).float()
             loss, logs = map_loss(pred, b, bank_l, bank_r, cfg, supervised=False)
             opt_bank.zero_grad(set_to_none=True)
             loss.backward()
@@ -179,7 +194,8 @@ def train_config(cfg: MapTrainConfig) -> dict[str, Any]:
             project_bank(bank_l)
             project_bank(bank_r)
         else:
-            pred = model(b["left"], b["right"])
+            with autocast(cfg.bf16, device):
+                pred = model(b["left"], b["right"]).float()
             loss, logs = map_loss(pred, b, bank_l, bank_r, cfg, supervised=True)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -23,7 +23,8 @@ layout). Optimiser Adam (the paper: RAdam 1e-4, batch 8, 256² patches, 600 k it
 keep the clip, use a higher rate and far fewer, smaller patches for CPU).
 
 Run: ``python -m defocus_cli.train.ifan --run runs/ifan --cache runs/cache/*.pt --minutes 90`` (resumes from
-``runs/ifan/last.pt``); JSONL log in ``runs/ifan/log.jsonl`` (loss terms per step, LFDOF centre-crop PSNR
+``runs/ifan/last.pt``; ``--device cuda`` trains on a GPU with the synthetic data made there, ``--bf16`` adds
+bf16 autocast to the forward passes; checkpoints hold CPU tensors, so a GPU run resumes on a CPU); JSONL log in ``runs/ifan/log.jsonl`` (loss terms per step, LFDOF centre-crop PSNR
 every ``val_every`` steps next to the input's); exports ``weights/ifan.safetensors`` (fp16) whenever the
 validation PSNR beats the input's and the previous best.
 """
@@ -79,6 +80,16 @@ class IFANTrainConfig:
     seed: int = 0
     init: str | None = None
     """Optional starting weights (safetensors in the IFAN layout) for fine-tuning; default: identity start."""
+    device: str = "cpu"
+    """``cpu``, ``cuda``, ``cuda:N`` (see :func:`defocus_cli.train.common.train_device`)."""
+    coc_px: float = 0.0
+    """Synthetic data: largest |CoC| (px) of the crop itself (16 matches dpdd_val); 0 = photo-relative range."""
+    in_focus_prob: float = 0.0
+    """Synthetic data: fraction of nearly in-focus samples."""
+    highlight_prob: float = 0.0
+    """Synthetic data: fraction of samples whose highlights clip after the blur."""
+    bf16: bool = False
+    """bf16 autocast for the forward passes and losses (optimiser and weights stay float32)."""
 
 
 class ReblurNet(nn.Module):
@@ -193,11 +204,12 @@ def train_config(cfg: IFANTrainConfig) -> dict[str, Any]:
     """Run (or resume) an IFAN training run; returns a summary dict. Stops after ``cfg.minutes`` wall
     minutes of this invocation, ``cfg.steps`` total steps, or SIGTERM/SIGINT — always with a checkpoint."""
     from defocus_cli.archs.ifan import IFAN
-    from defocus_cli.train.common import StopFlag, ValidatedRun, load_init, setup_torch
+    from defocus_cli.train.common import StopFlag, ValidatedRun, autocast, load_init, setup_torch, train_device
     from defocus_cli.train.sources import batch_stream
 
+    device = train_device(cfg.device)
     setup_torch(cfg.threads, cfg.seed)
-    model, reblur = IFAN(coc_per_dme=COC_PER_DME), ReblurNet()
+    model, reblur = IFAN(coc_per_dme=COC_PER_DME).to(device), ReblurNet().to(device)
     params = list(model.parameters()) + list(reblur.parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr)
     run = ValidatedRun(cfg, {"model": model, "reblur": reblur, "optim": opt}, arch="ifan",
@@ -213,7 +225,8 @@ def train_config(cfg: IFANTrainConfig) -> dict[str, Any]:
     for group in opt.param_groups:
         group["lr"] = cfg.lr
     stream = batch_stream(cache=cfg.cache, photos=cfg.photos, paired=cfg.paired, patch=cfg.patch,
-                          batch=cfg.batch, seed=cfg.seed, start=step)
+                          batch=cfg.batch, seed=cfg.seed, start=step, device=device, coc_px=cfg.coc_px,
+                          in_focus_prob=cfg.in_focus_prob, highlight_prob=cfg.highlight_prob)
     stop = StopFlag()
     t_end = time.monotonic() + cfg.minutes * 60.0
     model.train()
@@ -224,7 +237,8 @@ def train_config(cfg: IFANTrainConfig) -> dict[str, Any]:
     while step < cfg.steps and time.monotonic() < t_end and not stop.is_set:
         b = next(stream)
         ts = time.monotonic()
-        loss, logs = ifan_loss(model, reblur, b, cfg)
+        with autocast(cfg.bf16, device):
+            loss, logs = ifan_loss(model, reblur, b, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -238,7 +252,7 @@ def train_config(cfg: IFANTrainConfig) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry for background runs: ``python -m defocus_cli.train.ifan --run DIR --cache F ...``."""
-    from defocus_cli.train.common import log_to_stderr
+    from defocus_cli.train.common import log_to_stderr, run_entry
 
     p = argparse.ArgumentParser(description="Train IFAN on synthetic DP defocus (resumable).")
     d = IFANTrainConfig()
@@ -249,19 +263,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("patch", "batch", "steps", "val_every", "val_crop", "threads", "seed"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
     for name in ("lr", "minutes", "w_dme_warp", "w_dme_sup", "w_reblur", "save_every_s", "grad_clip",
-                 "export_margin_db"):
+                 "export_margin_db", "coc_px", "in_focus_prob", "highlight_prob"):
         p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
     p.add_argument("--val-root", default=None)
     p.add_argument("--export", default=d.export)
     p.add_argument("--init", default=None)
+    p.add_argument("--device", default=d.device, help="cpu | cuda | cuda:N")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for forward passes")
     a = p.parse_args(argv)
     log_to_stderr()
     cfg = IFANTrainConfig(**{k: v for k, v in vars(a).items()})
     if cfg.export == "":
         cfg.export = None
-    summary = train_config(cfg)
-    log.info("done: %s", summary)
-    return 0
+    return run_entry(lambda: log.info("done: %s", train_config(cfg)))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,6 +16,10 @@ scaled to keep ``batch × patch²`` (the cost per step) roughly constant. Adam, 
 gradient clipping 1.0. Validation every ``val_every`` steps on the LFDOF pairs (``opts.val``) and on a small
 fixed synthetic held-out set; the best LFDOF PSNR is kept in ``best.pt`` and exported (fp16) to ``opts.out``
 as soon as it beats the blurry input.
+
+``opts.device`` (``cpu``, ``cuda``, ``cuda:N``): model, losses, optimiser state and batches live there and synthetic
+data is synthesised there; checkpoints hold CPU tensors (a GPU run resumes on a CPU). ``opts.extra["minutes"]``
+stops the run after that many wall-clock minutes (with a checkpoint), whatever ``opts.steps`` says.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from defocus_cli.train.common import (
     load_init,
     psnr_t,
     setup_torch,
+    train_device,
     validate_lfdof,
 )
 
@@ -51,10 +56,11 @@ LAMBDA_DME, LAMBDA_DF, LAMBDA_WD, LAMBDA_DME_FT = 0.2, 0.9, 0.1, 0.05
 class _Source:
     """Per-step batches with a variable patch size; deterministic in (seed, step)."""
 
-    def __init__(self, opts: TrainOptions) -> None:
+    def __init__(self, opts: TrainOptions, device: torch.device | str = "cpu") -> None:
         from defocus_cli.data import PairedFolder, PatchCache, SyntheticDP
 
         self.opts = opts
+        self.device = device
         self.has_coc = True
         self._synth: dict[int, Any] = {}
         if opts.cache:
@@ -86,7 +92,8 @@ class _Source:
                     self.opts.data, patch=patch, seed=self.opts.seed, split="train",
                     coc_scale=float(ex.get("coc_scale", 1.5)), coc_px=coc_px,
                     in_focus_prob=float(ex.get("in_focus_prob", 0.0)),
-                    highlight_prob=float(ex.get("highlight_prob", 0.0)), grid=int(ex.get("grid", 1)))
+                    highlight_prob=float(ex.get("highlight_prob", 0.0)), grid=int(ex.get("grid", 1)),
+                    device=self.device)
             ds = self._synth[patch]
             if ds.grid > 1:  # several patches from each synthesised scene (cheaper per patch)
                 n_scenes = -(-batch // ds.grid**2)
@@ -117,13 +124,17 @@ def _lr_at(step: int, total: int, peak: float, warmup: int = 50) -> float:
 
 @torch.no_grad()
 def evaluate_synthetic(model: torch.nn.Module, test: dict[str, torch.Tensor]) -> dict[str, float]:
-    """PSNR of output and input vs sharp, and the map's mean absolute CoC error (px) on a synthetic set."""
+    """PSNR of output and input vs sharp, and the map's mean absolute CoC error (px) on a synthetic set (``test``:
+    CPU tensors; the model runs on its own device)."""
+    from defocus_cli.train.common import module_device
+
     model.eval()
+    device = module_device(model)
     outs, maps = [], []
     for i in range(test["blur"].shape[0]):
-        x = test["blur"][i:i + 1]
-        outs.append(model(x))
-        maps.append(model.defocus_map(x))
+        x = test["blur"][i:i + 1].to(device)
+        outs.append(model(x).float().cpu())
+        maps.append(model.defocus_map(x).float().cpu())
     out = torch.cat(outs)
     mp = torch.cat(maps)
     return {"syn_psnr": psnr_t(out, test["sharp"]), "syn_input_psnr": psnr_t(test["blur"], test["sharp"]),
@@ -167,15 +178,17 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     ``grid`` (synthesis, see :class:`~defocus_cli.data.SyntheticDP`); ``fft_weight`` (frequency loss, 0.1 ×
     L1 of the FFT), ``ema`` (decay of the exported weight average; 0 = off), ``weight_decay`` (AdamW),
     ``tone_sigma`` (px; train and export with :func:`defocus_cli.tone.lock_tone`), ``stages``,
-    ``warmup``, ``progress_every`` (steps between progress lines on stderr)."""
+    ``warmup``, ``progress_every`` (steps between progress lines on stderr), ``syn_val_n`` (synthetic held-out
+    patches validated beside ``opts.val``; 0 = none), ``minutes`` (wall-clock limit of
+    this invocation; 0 = none), ``save_every_s``."""
     from defocus_cli.archs.sftnet import SFTNet
 
+    device = train_device(opts.device)
     setup_torch(opts.threads, opts.seed)
     run = RunDir(opts.resolved_run_dir(), save_every_s=float(opts.extra.get("save_every_s", 240)))
     logger = JsonlLogger(run.log_path)
     stop = StopFlag()
     out_path = opts.resolved_out()
-    device = torch.device(opts.device)
     model = SFTNet().to(device)
     if opts.init:
         load_init(model, opts.init)
@@ -199,7 +212,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
             step = int(state["step"])
             best = dict(state.get("best", best))
             log.info("resumed from %s at step %d", run.last, step)
-    src = _Source(opts)
+    src = _Source(opts, device)
     s1, s2, _ = opts.extra.get("stages", (0.4, 0.3, 0.3))
     if not src.has_coc:
         s1 = 0.0
@@ -207,7 +220,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     p = int(opts.patch)
     schedule = [(0.0, min(96, p)), (0.3, min(128, p)), (0.65, p)]
     syn_test = None
-    if opts.data is not None and opts.synthetic:
+    if opts.data is not None and opts.synthetic and int(opts.extra.get("syn_val_n", 12)) > 0:
         from defocus_cli.data import synthetic_test_set
 
         syn_test = synthetic_test_set(n=int(opts.extra.get("syn_val_n", 12)), seed=1234, patch=192,
@@ -254,7 +267,9 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     t_prog, step_prog = t_last, step
     every = int(ex.get("progress_every", 20))
     warmup = int(ex.get("warmup", 50))
-    while step < total and not stop.is_set:
+    minutes = float(ex.get("minutes", 0) or 0)
+    t_end = time.monotonic() + minutes * 60.0 if minutes > 0 else math.inf
+    while step < total and not stop.is_set and time.monotonic() < t_end:
         frac = step / max(total, 1)
         patch = curriculum_patch(step, total, schedule)
         bsz = max(2, round(opts.batch * (128 / patch) ** 2))
