@@ -245,17 +245,36 @@ def propagate(values: np.ndarray, weight: np.ndarray, guide: np.ndarray, *, scal
     return guided_filter(g / gs, out, max(1, int(round(scale))), 1e-2).astype(np.float32)
 
 
-def _gain_normalise(left: np.ndarray, right: np.ndarray, sigma: float) -> np.ndarray:
-    """``right`` multiplied by the smooth gain field ``blur(left) / blur(right)`` (Gaussian σ ``sigma`` px), so
-    that both views have the same low-frequency brightness: DP half-apertures vignette in opposite directions,
-    real Pixel 4 pairs differ by 0-40 % across the frame. ``(H, W)`` float32 in, ``(H, W)`` float32 out."""
+def _gain_normalise(left: np.ndarray, right: np.ndarray, degree: int = 2) -> np.ndarray:
+    """``right`` multiplied by a smooth gain field so that both views have the same brightness: DP
+    half-apertures vignette in opposite directions (real Pixel 4 pairs differ by 0-40 % across the frame).
+    The field is ``exp(P(x, y))`` with ``P`` a polynomial of total degree ``degree`` least-squares fitted to
+    ``log(left / right)`` on 64-px-scale downscaled views (well-exposed cells only), so that image structure
+    (which the disparity shifts) never leaks into it. ``(H, W)`` float32 in, ``(H, W)`` float32 out."""
     import cv2
 
-    bl = cv2.GaussianBlur(left, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-    br = cv2.GaussianBlur(right, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-    floor = 1e-3 * max(float(np.mean(bl)), 1e-6)
-    gain = np.maximum(bl, floor) / np.maximum(br, floor)
-    return (right * gain).astype(np.float32)
+    h, w = left.shape
+    f = max(1, max(h, w) // 64)
+    small = (max(2, w // f), max(2, h // f))
+    lo = cv2.resize(left, small, interpolation=cv2.INTER_AREA)
+    ro = cv2.resize(right, small, interpolation=cv2.INTER_AREA)
+    floor = 1e-3 * max(float(lo.mean()), float(ro.mean()), 1e-9)
+    ok = (lo > floor) & (ro > floor)
+    ratio = np.log(np.maximum(lo, floor)) - np.log(np.maximum(ro, floor))
+    powers = [(i, j) for i in range(degree + 1) for j in range(degree + 1 - i)]
+    if ok.sum() < 4 * len(powers):
+        gain = float(np.exp(np.median(ratio[ok]))) if ok.any() else 1.0
+        return (right * gain).astype(np.float32)
+    yy, xx = np.mgrid[0 : small[1], 0 : small[0]].astype(np.float64)
+    x, y = (xx + 0.5) / small[0] - 0.5, (yy + 0.5) / small[1] - 0.5
+    a = np.stack([(x**i * y**j)[ok] for i, j in powers], 1)
+    coef, *_ = np.linalg.lstsq(a, ratio[ok].astype(np.float64), rcond=None)
+    gx = ((np.arange(w) + 0.5) / w - 0.5).astype(np.float32)[None, :]
+    gy = ((np.arange(h) + 0.5) / h - 0.5).astype(np.float32)[:, None]
+    log_gain = np.zeros((h, w), np.float32)
+    for (i, j), c in zip(powers, coef):
+        log_gain += np.float32(c) * (gx**i) * (gy**j)
+    return (right * np.exp(log_gain)).astype(np.float32)
 
 
 def _guide(image: np.ndarray) -> np.ndarray:
@@ -456,7 +475,8 @@ def dp_radius_map_conf(
     """Signed CoC radius (px) and its confidence from a DP pair with a **horizontal** baseline.
 
     1. Views → gray, matched at a reduced working scale ``s`` (:func:`work_scale`); the right view is
-       gain-normalised to the left (:func:`_gain_normalise`, DP vignetting), both are band-passed with a
+       gain-normalised to the left by a smooth (quadratic in log) field (:func:`_gain_normalise`, DP
+       vignetting), both are band-passed with a
        difference of Gaussians σ ``window/10`` − ``window/2.5`` input px (defocused DP views carry their
        disparity in the low frequencies; the fine band is mostly sensor noise).
     2. ZNCC block matching (:func:`dp_disparity`, window ``window`` input px) over ``±max_disparity`` input px,
@@ -480,7 +500,7 @@ def dp_radius_map_conf(
     size = (max(8, round(w / s)), max(8, round(h / s)))
     ls, rs = (_resize(lg, size), _resize(rg, size)) if s > 1 else (lg, rg)
     sx = w / ls.shape[1]  # exact x scale actually used (disparity is along x)
-    rs_n = _gain_normalise(ls, rs, 0.75 * window / s)
+    rs_n = _gain_normalise(ls, rs)
     fine, coarse = 0.1 * window / s, 0.4 * window / s
     d_work = max(1, int(np.ceil(max_disparity / sx)))
     win = max(3, int(round(window / s)) | 1)

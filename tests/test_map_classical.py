@@ -117,3 +117,19 @@ def test_json_reports_signed_range_and_confidence(tmp_path: Path) -> None:
     assert item["range"]["p2"] <= item["range"]["p98"] < 0  # in front of focus everywhere
     assert item["range"]["span"] == pytest.approx(item["range"]["p98"] - item["range"]["p2"], abs=1e-3)
     assert 0.0 <= item["confidence"]["mean"] <= 1.0 and 0.0 <= item["confidence"]["fraction_above_0.5"] <= 1.0
+
+
+def test_gain_normalisation_removes_smooth_vignetting_but_not_structure() -> None:
+    from defocus_cli.map_classical import _gain_normalise
+
+    h, w = 120, 160
+    right = _texture(h, w, seed=5)
+    x = np.linspace(-0.5, 0.5, w, dtype=np.float32)[None, :]
+    y = np.linspace(-0.5, 0.5, h, dtype=np.float32)[:, None]
+    vignette = np.exp(0.35 * x - 0.4 * x * x + 0.1 * y).astype(np.float32)  # left/right gain, DP-like
+    left = _warp_x(right, np.full((h, w), 2.0, np.float32)) * vignette
+    fixed = _gain_normalise(left, right)
+    gain = fixed / right
+    np.testing.assert_allclose(gain, vignette, rtol=0.03)
+    # the field is smooth: it does not copy the scene's texture (which a local blur ratio would)
+    assert float(np.abs(np.diff(gain, n=2, axis=1)).max()) < 1e-4
