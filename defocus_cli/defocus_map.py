@@ -110,7 +110,7 @@ def estimate_dp_map(
         device, precision, tile: passed to :func:`defocus_cli.runtime.run_engine` (learned only).
         max_disparity, window: block-matching search range and window, input px (classical only). The
             defaults suit phone DP sensors (Pixel 4 views shift by up to about 8 px; validation on 8 real
-            Pixel 4 scenes: mean |Spearman| 0.85 vs ground truth, see bench/RESULTS.md); raise
+            Pixel 4 scenes: mean |Spearman| 0.86 vs ground truth, see bench/RESULTS.md); raise
             ``max_disparity`` for large-sensor DP (a disparity ``d`` px is a radius of ≈ 1.7 d px).
     Returns:
         :class:`MapResult` with ``radius`` float32 ``(H, W)``.
