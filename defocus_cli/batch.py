@@ -41,6 +41,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from dataclasses import replace as _replace
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,9 @@ class BatchOptions:
         strip_metadata: write no EXIF/ICC.
         max_pixels: largest input accepted (pixels); ``None`` = no limit of ours.
         default_suffix: the command's suffix (``_sharp`` for deblur).
+        shard: a :class:`defocus_cli.sharding.Shard` (``--shard I/N``): plan only the inputs of that shard
+            (by a hash of each input's path relative to its input folder); the safety checks still see
+            the whole mapping. ``None`` = every input.
     """
 
     output: str | None = None
@@ -104,6 +108,7 @@ class BatchOptions:
     strip_metadata: bool = False
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     default_suffix: str = "_sharp"
+    shard: Any = None
 
 
 @dataclass
@@ -119,6 +124,7 @@ class Item:
     seconds: float | None = None
     stdout: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    key: str | None = None  # the input's path relative to its input folder, "/"-separated (--shard)
 
     @property
     def input_label(self) -> str:
@@ -289,6 +295,8 @@ def plan_batch(
         if raw == STDIO:
             if stdin_is_tty if stdin_is_tty is not None else sys.stdin.isatty():
                 raise UsageError("'-' reads an image from stdin, but stdin is a terminal; pipe an image in")
+            if opts.shard is not None:
+                raise UsageError("--shard splits files and folders; stdin (-) cannot be sharded")
             sources.append((None, None))
             continue
         p = Path(raw)
@@ -304,12 +312,12 @@ def plan_batch(
             if not files:
                 early.append(Item(p, None, status="error", error=(
                     "folder holds no .jpg/.png/.tif/.webp images"
-                    + ("" if opts.recursive else " (use --recursive to look in sub-folders)"))))
+                    + ("" if opts.recursive else " (use --recursive to look in sub-folders)")), key=p.name))
             sources.extend((f, p) for f in files)
         elif os.path.lexists(p):  # a file, or a link/FIFO/device: reading it says what is wrong with it
             sources.append((p, None))
         else:
-            early.append(Item(p, None, status="error", error="no such file or folder"))
+            early.append(Item(p, None, status="error", error="no such file or folder", key=p.name))
 
     # 2. outputs
     if to_stdout:
@@ -363,6 +371,15 @@ def plan_batch(
             target = src.with_name(f"{src.stem}{suffix}{ext}")
         items.append(Item(src, target, item_fmt))
 
+    for it, (src, root) in zip(items, sources):  # exactly one item per source, in order
+        if src is not None:
+            it.key = (src.relative_to(root) if root is not None else Path(src.name)).as_posix()
+    if opts.shard is not None:
+        # the whole mapping first (collisions, output == input, targets), then this shard's existing outputs:
+        # other shards' finished outputs never stop this one
+        _check_mapping(items, opts if opts.existing != "refuse" else _replace(opts, existing="overwrite"))
+        early = [it for it in early if opts.shard.holds(it.key or "")]
+        items = [it for it in items if opts.shard.holds(it.key or "")]
     _check_mapping(items, opts)
     if any(i.stdout and i.status == "pending" for i in items):
         if stdout_is_tty if stdout_is_tty is not None else sys.stdout.isatty():

@@ -217,6 +217,12 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace outputs
 SkipExistingOpt = Annotated[
     bool, typer.Option("--skip-existing", help="Leave outputs that already exist alone (resume a batch).")
 ]
+ShardOpt = Annotated[
+    Optional[str],
+    typer.Option("--shard", metavar="I/N", show_default=False,
+                 help="Process only shard I of N (I from 0, e.g. --shard $SLURM_ARRAY_TASK_ID/8), chosen by a "
+                 "hash of each input's relative path: stable when files are added."),
+]
 StripMetadataOpt = Annotated[
     bool, typer.Option("--strip-metadata", help="Write no EXIF and no ICC profile (default: carry them over).")
 ]

@@ -24,6 +24,7 @@ from defocus_cli.cli._common import (
     QualityOpt,
     QuietOpt,
     RecursiveOpt,
+    ShardOpt,
     SkipExistingOpt,
     StripMetadataOpt,
     SuffixOpt,
@@ -68,6 +69,7 @@ def deblur(
     quality: QualityOpt = 95,
     overwrite: OverwriteOpt = False,
     skip_existing: SkipExistingOpt = False,
+    shard: ShardOpt = None,
     strip_metadata: StripMetadataOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     json_out: JsonOpt = False,
@@ -87,12 +89,17 @@ def deblur(
         output=output, recursive=recursive, suffix=suffix, fmt=fmt, quality=quality, overwrite=overwrite,
         skip_existing=skip_existing, strip_metadata=strip_metadata, max_pixels=max_pixels,
     )
+    from defocus_cli.sharding import parse_shard
+
+    opts.shard = parse_shard(shard)
     tile_value = api.parse_tile(tile)
     refuse_json_with_stdout(json_out, output)
     items = batch.plan_batch(inputs, opts)  # every usage error before the (slow) model load
 
     header: dict[str, Any] = {"model": model, "weights_sha256": None, "device": None, "precision": None,
                               "tile": tile_value}
+    if opts.shard is not None:
+        header["shard"] = str(opts.shard)
     info: dict[str, Any] = {}
     process = None
     if batch.pending(items):

@@ -21,6 +21,7 @@ from defocus_cli.cli._common import (
     QualityOpt,
     QuietOpt,
     RecursiveOpt,
+    ShardOpt,
     SkipExistingOpt,
     StripMetadataOpt,
     VerboseOpt,
@@ -93,6 +94,7 @@ def deconv(
     quality: QualityOpt = 95,
     overwrite: OverwriteOpt = False,
     skip_existing: SkipExistingOpt = False,
+    shard: ShardOpt = None,
     strip_metadata: StripMetadataOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     json_out: JsonOpt = False,
@@ -126,6 +128,9 @@ def deconv(
         skip_existing=skip_existing, strip_metadata=strip_metadata, max_pixels=max_pixels,
         default_suffix=DEFAULT_SUFFIX,
     )
+    from defocus_cli.sharding import parse_shard
+
+    opts.shard = parse_shard(shard)
     items = batch.plan_batch(inputs, opts)
     if map_arg is not None and map_arg.is_file() and sum(1 for i in items if i.status == "pending") > 1:
         raise UsageError("--map FILE fits one input; for several inputs give a folder of maps named like them")
@@ -145,6 +150,8 @@ def deconv(
     result = batch.run_batch(items, process, opts, quiet=quiet, description="deconvolving")
     header: dict[str, Any] = {"method": method, "kernel": kernel, "radius": radius,
                               "map": None if map_arg is None else str(map_arg), "iterations": iterations}
+    if opts.shard is not None:
+        header["shard"] = str(opts.shard)
     code = batch.finish(result, header=header, as_json=json_out, quiet=quiet)
     raise typer.Exit(code)
 
