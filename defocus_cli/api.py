@@ -40,6 +40,7 @@ __all__ = [
     "deblur_array",
     "deblur_photo",
     "make_deblur_fn",
+    "check_strength",
 ]
 
 
@@ -71,6 +72,18 @@ def parse_tile(value: str | int) -> str | int:
     raise UsageError(f"--tile must be auto, 0 or a positive number of pixels, got {value!r}")
 
 
+def check_strength(value: float) -> float:
+    """``value`` as a float if it is a valid restoration strength (``0 <= value <= 1``); else raise
+    :class:`UsageError` (CLI exit 2)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"--strength must be a number from 0 to 1, got {value!r}") from None
+    if not 0.0 <= v <= 1.0:  # also refuses NaN
+        raise UsageError(f"--strength must be from 0 (the input unchanged) to 1 (full restoration), got {value}")
+    return v
+
+
 def _module_of(model: Any) -> torch.nn.Module:
     return getattr(model, "module", model)
 
@@ -86,6 +99,7 @@ def deblur_array(
     info: dict[str, Any] | None = None,
     tone_lock: bool | None = None,
     tta: bool = False,
+    strength: float = 1.0,
 ) -> np.ndarray:
     """Deblur one image held in memory.
 
@@ -102,6 +116,9 @@ def deblur_array(
             never, ``True`` = always (σ from the weights, else :data:`defocus_cli.tone.DEFAULT_SIGMA`).
         tta: flip self-ensemble: the mean of the network's results on the image and its horizontal, vertical
             and double flips (each flipped back); 4× the time, same memory.
+        strength: how much of the restored detail to keep, from 0 (the input unchanged) to 1 (the full
+            result): ``input + strength * (result - input)`` on the whole image, after tiling, TTA and the
+            tone lock.
 
     Returns:
         float32 ``(H, W, 3)`` RGB in ``[0, 1]``.
@@ -110,6 +127,7 @@ def deblur_array(
 
     from defocus_cli import devices, runtime
 
+    strength = check_strength(strength)
     px = np.asarray(pixels, dtype=np.float32)
     if px.ndim != 3 or px.shape[2] != 3:
         raise UsageError(f"pixels must be (H, W, 3) RGB, got shape {px.shape}")
@@ -131,6 +149,8 @@ def deblur_array(
         y = lock_tone(y, x, sigma or DEFAULT_SIGMA)
         if info is not None:
             info["tone_lock_sigma"] = sigma or DEFAULT_SIGMA
+    if strength != 1.0:
+        y = x + strength * (y.to(x.dtype) - x)
     return np.ascontiguousarray(y[0].clamp(0.0, 1.0).permute(1, 2, 0).numpy(), dtype=np.float32)
 
 
@@ -143,13 +163,15 @@ def make_deblur_fn(
     overlap: int | None = None,
     info: dict[str, Any] | None = None,
     tta: bool = False,
+    strength: float = 1.0,
 ) -> Callable[[Photo], np.ndarray]:
     """A ``process(photo) -> pixels`` function for :func:`defocus_cli.batch.run_batch` (arguments as in
-    :func:`deblur_array`)."""
+    :func:`deblur_array`); a bad ``strength`` is refused here, before any photo."""
+    strength = check_strength(strength)
 
     def process(photo: Photo) -> np.ndarray:
         return deblur_array(photo.pixels, model, device=device, precision=precision, tile=tile, overlap=overlap,
-                            info=info, tta=tta)
+                            info=info, tta=tta, strength=strength)
 
     return process
 
@@ -166,6 +188,7 @@ def deblur_photo(
     fmt: str | None = None,
     quality: int = 95,
     strip_metadata: bool = False,
+    strength: float = 1.0,
 ) -> np.ndarray:
     """Deblur a photo file (or its bytes, or a :class:`Photo`) and optionally write the result.
 
@@ -176,6 +199,7 @@ def deblur_photo(
         output: where to write the result (atomically), keeping bit depth, orientation, EXIF, ICC and
             alpha; ``None`` = do not write.
         fmt: output format (``jpg``, ``png``, ``tif``, ``webp``); ``None`` = from ``output``'s extension.
+        strength: 0 (the input unchanged) to 1 (full restoration); see :func:`deblur_array`.
 
     Returns:
         float32 ``(H, W, 3)`` RGB in ``[0, 1]``, upright.
@@ -183,7 +207,8 @@ def deblur_photo(
     photo = src if isinstance(src, Photo) else read_photo(src)
     if model is None or isinstance(model, str):
         model = load_model(model)
-    result = deblur_array(photo.pixels, model, device=device, precision=precision, tile=tile, overlap=overlap)
+    result = deblur_array(photo.pixels, model, device=device, precision=precision, tile=tile, overlap=overlap,
+                          strength=strength)
     if output is not None:
         write_photo(output, result, photo, fmt=fmt, quality=quality, strip_metadata=strip_metadata)
     return result

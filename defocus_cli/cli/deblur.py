@@ -63,6 +63,10 @@ def deblur(
         bool, typer.Option("--tta", help="Flip self-ensemble: average the results on 4 flips of each photo "
                            "(slightly sharper and cleaner, 4x the time).")
     ] = False,
+    strength: Annotated[
+        float, typer.Option("--strength", help="How much of the restored detail to keep: 1 = all, 0 = the input "
+                            "unchanged, 0.5 = halfway (blended on the whole image after the network).")
+    ] = 1.0,
     recursive: RecursiveOpt = False,
     suffix: SuffixOpt = None,
     fmt: FormatOpt = "same",
@@ -93,6 +97,7 @@ def deblur(
 
     opts.shard = parse_shard(shard)
     tile_value = api.parse_tile(tile)
+    strength = api.check_strength(strength)
     refuse_json_with_stdout(json_out, output)
     items = batch.plan_batch(inputs, opts)  # every usage error before the (slow) model load
 
@@ -100,6 +105,7 @@ def deblur(
                               "tile": tile_value}
     if opts.shard is not None:
         header["shard"] = str(opts.shard)
+    header["strength"] = strength
     info: dict[str, Any] = {}
     process = None
     if batch.pending(items):
@@ -111,7 +117,7 @@ def deblur(
         prec = devices.resolve_precision(precision, loaded.module, dev)
         header.update(model=loaded.name, weights_sha256=loaded.sha256, device=str(dev), precision=prec)
         process = api.make_deblur_fn(loaded.module, device=dev, precision=prec, tile=tile_value, overlap=overlap,
-                                     info=info, tta=tta)
+                                     info=info, tta=tta, strength=strength)
     result = batch.run_batch(items, process or _nothing, opts, quiet=quiet, description="deblurring")
     if info:
         header["tile"] = info.get("tile", header["tile"])
