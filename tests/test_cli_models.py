@@ -266,3 +266,33 @@ def test_experimental_model_is_never_the_default_and_list_says_why(hubenv: HubEn
     # round trip through the registry file format keeps the reason
     assert registry.spec_from_dict(models[0].to_dict() if models[0].name == "alpha" else models[1].to_dict()
                                    ).experimental == reason
+
+
+def test_list_fits_80_columns_and_never_cuts_a_name(hubenv: HubEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    monkeypatch.setenv("COLUMNS", "80")
+    long_name = "defocusgan-map-finetuned-v2"  # 27 characters
+    models = tuple(dataclasses.replace(m, name=long_name, experimental="worse on real photos") if m.name == "beta"
+                   else m for m in registry.MODELS)
+    monkeypatch.setattr(registry, "MODELS", models)
+    r = invoke("list")
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert max(len(ln) for ln in lines) <= 80, r.stdout
+    assert lines[0].split() == ["name", "task", "size", "available", "licence", "status"]
+    rows = {ln.split()[0]: ln.split() for ln in lines[1:]}
+    assert set(rows) == {"alpha", long_name}  # whole names, one row each (no wrapping, no "…")
+    assert rows["alpha"][-1] == "default" and rows[long_name][-1] == "experimental"
+    assert "…" not in r.stdout
+    assert "models info" in r.stderr
+
+
+def test_shipped_registry_list_at_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    r = invoke("list")
+    assert r.exit_code == 0, r.stderr
+    assert max(len(ln) for ln in r.stdout.splitlines()) <= 80
+    names = [ln.split()[0] for ln in r.stdout.splitlines()[1:]]
+    assert names == [m.name for m in registry.MODELS]
+    assert "LFDOF" not in r.stdout and "…" not in r.stdout  # training notes stay in `models info`

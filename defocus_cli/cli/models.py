@@ -76,19 +76,24 @@ def list_models(json_out: JsonOpt = False, verbose: VerboseOpt = False, quiet: Q
     from rich.console import Console
     from rich.table import Table
 
+    # short columns that fit 80 terminal columns; names are never cut (the summary, arch, sha256 and the
+    # experimental reason are in `models info NAME` and --json)
     table = Table(box=None, pad_edge=False)
-    for col in ("name", "task", "arch", "size", "available", "licence", "summary"):
-        table.add_column(col)
+    table.add_column("name", no_wrap=True, min_width=max(len(r["name"]) for r in rows))
+    table.add_column("task", no_wrap=True)
+    table.add_column("size", no_wrap=True, justify="right")
+    table.add_column("available", no_wrap=True)
+    table.add_column("licence", overflow="fold")
+    table.add_column("status", overflow="fold")
     for r in rows:
         avail = {"weights-dir": "weights/", "hf-cache": "HF cache", "hub": "download"}[r["source"]]
-        name = r["name"] + (" *" if r["default"] else "") + (" !" if r["experimental"] else "")
-        summary = f"experimental: {r['experimental']}" if r["experimental"] else r["summary"]
-        table.add_row(name, r["task"], r["arch"], _fmt_size(r["size"]), avail, r["license"], summary)
+        status = "experimental" if r["experimental"] else ("default" if r["default"] else "")
+        table.add_row(r["name"], r["task"], _fmt_size(r["size"]), avail, r["license"], status)
     Console(highlight=False, soft_wrap=False).print(table)
-    if any(r["default"] for r in rows):
-        stderr_console().print("* default model of its task")
+    notes = ["details: defocus models info NAME"]
     if any(r["experimental"] for r in rows):
-        stderr_console().print("! experimental: never a default; use it by name (`--model NAME`) if you want it")
+        notes.append("experimental = never a default, use by name (info says why)")
+    stderr_console().print("; ".join(notes))
 
 
 @models_app.command("info")
