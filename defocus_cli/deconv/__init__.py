@@ -74,6 +74,7 @@ def deconvolve(
     iterations: int | None = None,
     max_levels: int = 16,
     progress: Callable[[int, int], None] | None = None,
+    taper: float | None = 0.0,
     **params: Any,
 ) -> np.ndarray:
     """Deconvolve ``image`` (H, W, C) float [0, 1] with a uniform ``radius`` or a per-pixel ``defocus`` map.
@@ -86,6 +87,8 @@ def deconvolve(
         iterations: RL iterations (default 10) or hyper-Laplacian inner iterations per beta (default 1);
             ignored by Wiener.
         max_levels: radius levels for a map.
+        taper: depth-edge taper of a map's levels (see :func:`~defocus_cli.deconv.spatial.deconvolve_varying`;
+            ``None`` = off).
         **params: method parameters (``balance`` for Wiener, ``lam``/``alpha`` for hyper-Laplacian).
     Returns:
         float32 (H, W, C) in [0, 1].
@@ -117,4 +120,4 @@ def deconvolve(
     if peak > MAX_RADIUS:
         log.warning("defocus map reaches %.1f px; radii are capped at %g px", peak, MAX_RADIUS)
         r = np.clip(r, -MAX_RADIUS, MAX_RADIUS)
-    return deconvolve_varying(img, r, fn, kernel=kernel, max_levels=max_levels, progress=progress)
+    return deconvolve_varying(img, r, fn, kernel=kernel, max_levels=max_levels, progress=progress, taper=taper)

@@ -33,6 +33,23 @@ def radius_levels(radius: np.ndarray, *, max_levels: int = 16, min_step: float =
     return np.linspace(lo, hi, n)
 
 
+def _tapered(image: np.ndarray, region: np.ndarray, psf: np.ndarray, sigma: float) -> np.ndarray:
+    """``a·image + (1 - a)·(image * psf)`` with ``a`` = ``region`` (bool ``(H, W)``) blurred by a Gaussian of
+    σ = ``sigma`` px (soft 0..1); the image itself where the region is everything or the PSF is a delta."""
+    if psf.size == 1 or region.all():
+        return image
+    import cv2
+
+    from defocus_cli.deconv._fourier import blur
+
+    a = region.astype(np.float32)
+    if sigma > 0:
+        a = np.maximum(a, cv2.GaussianBlur(a, (0, 0), sigma, borderType=cv2.BORDER_REFLECT))
+    if image.ndim == 3:
+        a = a[..., None]
+    return (a * image + (1.0 - a) * blur(image, psf)).astype(np.float32)
+
+
 def deconvolve_varying(
     image: np.ndarray,
     radius: np.ndarray,
@@ -42,6 +59,7 @@ def deconvolve_varying(
     max_levels: int = 16,
     min_step: float = 0.5,
     progress: Callable[[int, int], None] | None = None,
+    taper: float | None = 0.0,
 ) -> np.ndarray:
     """Deconvolve ``image`` (H, W, C) [0, 1] where pixel (i, j) is blurred with radius ``radius[i, j]`` px.
 
@@ -52,6 +70,11 @@ def deconvolve_varying(
             :func:`~defocus_cli.deconv.wiener.wiener`).
         kernel: PSF family (see :func:`~defocus_cli.deconv.psf.make_psf`).
         progress: optional ``progress(done, total)`` callback, one call per level.
+        taper: depth-edge taper (``None`` = off). Each level deconvolves ``a·image + (1 - a)·(image * psf)``
+            instead of the image, where ``a`` is the mask of the pixels that use the level, blurred with a
+            Gaussian of σ = ``taper`` × the level's radius: outside its own region the level sees content that
+            is consistent with its PSF (blurred once more by it), so it rings neither there nor, through the
+            inverse filter's reach, into its own region across the depth edge.
     Returns:
         float32 (H, W, C) in [0, 1].
     """
@@ -73,7 +96,9 @@ def deconvolve_varying(
             weight[up] = 1.0 if i == 0 else (r[up] - left) / (level - left)
             weight[down] = 1.0 if i == len(levels) - 1 else (right - r[down]) / (right - level)
         if weight.any():
-            out = fn(image, make_psf(kernel, float(level)))
+            psf = make_psf(kernel, float(level))
+            src = image if taper is None else _tapered(image, weight > 0, psf, taper * float(level))
+            out = fn(src, psf)
             acc += weight[..., None] * out if acc.ndim == 3 else weight * out
         if progress is not None:
             progress(i + 1, len(levels))
