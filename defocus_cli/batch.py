@@ -24,7 +24,8 @@ Naming rules (cli.md):
 * ``-o -``: stdout, for exactly one input; needs ``--format``.
 * ``--format same`` keeps each input's extension; ``jpg|png|tif|webp`` changes it.
 
-Folders are scanned for ``.jpg .jpeg .jpe .png .tif .tiff .webp`` files (case-insensitive), in natural
+Folders are scanned for ``.jpg .jpeg .jpe .png .tif .tiff .webp .heic .heif .hif`` files, and camera RAW
+files when rawpy is installed (:mod:`defocus_cli.photo_formats`) (case-insensitive), in natural
 order; hidden files and folders are skipped. When writing next to the inputs, files whose stem already ends
 with the suffix are taken as earlier outputs and skipped; an output folder inside a scanned folder is not
 scanned.
@@ -60,6 +61,7 @@ from defocus_cli.photo_io import (
     read_photo,
     atomic_write_bytes,  # noqa: F401 - kept importable from here
 )
+from defocus_cli.photo_formats import RAW_EXTENSIONS, RAW_HINT, default_output_format
 from defocus_cli.safe_io import (
     Target,
     atomic_write,
@@ -97,6 +99,7 @@ class BatchOptions:
         shard: a :class:`defocus_cli.sharding.Shard` (``--shard I/N``): plan only the inputs of that shard
             (by a hash of each input's path relative to its input folder); the safety checks still see
             the whole mapping. ``None`` = every input.
+        raw_linear: camera RAW inputs are demosaiced to linear-light sRGB instead of the sRGB tone curve.
     """
 
     output: str | None = None
@@ -109,6 +112,7 @@ class BatchOptions:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     default_suffix: str = "_sharp"
     shard: Any = None
+    raw_linear: bool = False
 
 
 @dataclass
@@ -214,8 +218,14 @@ def scan_folder(folder: Path, recursive: bool, exclude: Path | None = None) -> l
                     walk(p)
             elif p.suffix.lower() in IMAGE_EXTENSIONS:
                 found.append(p)
+            elif p.suffix.lower() in RAW_EXTENSIONS:
+                raw_skipped.append(p)
 
+    raw_skipped: list[Path] = []  # camera RAW files, when rawpy is not installed (IMAGE_EXTENSIONS lacks them)
     walk(folder)
+    if raw_skipped:
+        log.warning("%s: %d camera RAW file(s) not taken (e.g. %s); to deblur them: %s", folder, len(raw_skipped),
+                    raw_skipped[0].name, RAW_HINT)
     return found
 
 
@@ -358,6 +368,8 @@ def plan_batch(
             continue
         ext = src.suffix if fmt is None else EXTENSIONS[fmt]
         item_fmt = fmt or format_from_path(src) or sniff_format(src)
+        if fmt is None and (special := default_output_format(src)) is not None:  # HEIC -> HEIC or JPEG, RAW -> TIFF
+            item_fmt, ext = special, EXTENSIONS[special]
         if fmt is None and format_from_path(src) is None:
             if item_fmt is None:
                 items.append(Item(src, None, None, status="error", error=regular_file_problem(src) or
@@ -534,7 +546,7 @@ def _run_one(
     t0 = time.perf_counter()
     try:
         src: Any = it.input if it.input is not None else read_stdin()
-        photo = read_photo(src, max_pixels=opts.max_pixels)
+        photo = read_photo(src, max_pixels=opts.max_pixels, raw_linear=opts.raw_linear)
         result = process(photo)
         data = encode_photo(result, photo, it.fmt, quality=opts.quality, strip_metadata=opts.strip_metadata)
         if it.stdout or it.output is None:

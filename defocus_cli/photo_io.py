@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from defocus_cli import photo_formats as _formats
 from defocus_cli.errors import InputError, OutputError, UsageError
 from defocus_cli.safe_io import atomic_write, read_regular_file
 
@@ -58,14 +59,19 @@ FORMAT_ALIASES: dict[str, str] = {
     "tif": "tiff",
     "tiff": "tiff",
     "webp": "webp",
+    "heic": "heif",  # needs pillow-heif (extra [heif]); see defocus_cli.photo_formats
+    "heif": "heif",
 }
 #: Canonical format → file extension used for new names.
-EXTENSIONS: dict[str, str] = {"jpeg": ".jpg", "png": ".png", "tiff": ".tif", "webp": ".webp"}
-#: File extensions (lower case) taken as images when scanning folders.
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp"})
+EXTENSIONS: dict[str, str] = {"jpeg": ".jpg", "png": ".png", "tiff": ".tif", "webp": ".webp", "heif": ".heic"}
+#: File extensions (lower case) taken as images when scanning folders: HEIC/HEIF always (each fails alone,
+#: naming the extra, when pillow-heif is missing), camera RAW only when rawpy is installed (RAW+JPEG folders
+#: keep working without it).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp"}
+                             | _formats.HEIF_EXTENSIONS | (_formats.RAW_EXTENSIONS if _formats.has_rawpy() else set()))
 
-_PIL_FORMATS = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "TIFF": "tiff", "WEBP": "webp"}
-_EIGHT_BIT_ONLY = {"jpeg", "webp"}
+_PIL_FORMATS = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "TIFF": "tiff", "WEBP": "webp", "HEIF": "heif"}
+_EIGHT_BIT_ONLY = {"jpeg", "webp", "heif"}
 _ORIENTATION = 0x0112
 # TIFF tags that describe a file's pixel layout: never carried from one file to another.
 _STRUCTURAL_TAGS = frozenset(
@@ -127,7 +133,9 @@ def normalize_format(fmt: str) -> str:
     """``"jpg"`` → ``"jpeg"`` etc.; raise :class:`UsageError` for anything else."""
     key = fmt.lower().lstrip(".")
     if key not in FORMAT_ALIASES:
-        raise UsageError(f"unknown image format {fmt!r}; expected one of jpg, png, tif, webp")
+        raise UsageError(f"unknown image format {fmt!r}; expected one of jpg, png, tif, webp, heic")
+    if FORMAT_ALIASES[key] == "heif":
+        _formats.require_heif_writer()
     return FORMAT_ALIASES[key]
 
 
@@ -137,14 +145,16 @@ def format_from_path(path: str | os.PathLike[str]) -> str | None:
 
 
 def read_photo(
-    src: str | os.PathLike[str] | bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS
+    src: str | os.PathLike[str] | bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, raw_linear: bool = False
 ) -> Photo:
-    """Read a JPEG, PNG, TIFF or WebP file (or its bytes) into an upright :class:`Photo`.
+    """Read a JPEG, PNG, TIFF or WebP file (or its bytes) into an upright :class:`Photo`; also HEIC/HEIF
+    (with pillow-heif) and camera RAW (with rawpy), see :mod:`defocus_cli.photo_formats`.
 
     Args:
         src: a path, or the encoded file's bytes (e.g. from stdin).
         max_pixels: refuse images with more pixels than this (checked from the header, before decoding);
             ``None`` for no limit of ours (Pillow's and OpenCV's own limits still apply).
+        raw_linear: camera RAW only: linear-light sRGB primaries instead of the sRGB tone curve.
 
     Raises:
         InputError: missing, empty, unreadable, truncated, unsupported or too large.
@@ -158,7 +168,13 @@ def read_photo(
         data = read_input_bytes(source)
     if not data:
         raise InputError(f"{label}: empty file (0 bytes), expected a JPEG, PNG, TIFF or WebP image")
-    photo = _decode(data, label, max_pixels)
+    kind = _formats.detect(data, source)
+    if kind == "raw":
+        photo = _formats.decode_raw(data, label, max_pixels, linear=raw_linear)
+    else:
+        if kind == "heif":
+            _formats.require_heif_reader(label)
+        photo = _decode(data, label, max_pixels)
     photo.source = source
     return photo
 
@@ -544,6 +560,8 @@ def encode_photo(
             return _encode_png(arr, exif, icc)
         if fmt == "tiff":
             return _encode_tiff(arr, exif, icc, label)
+        if fmt == "heif":
+            return _formats.encode_heif(arr, quality, exif, icc, label)
         return _encode_pil(arr, fmt, quality, exif, icc, label)
     except (OutputError, UsageError):
         raise

@@ -210,7 +210,8 @@ OutputOpt = output_option(DEBLUR_SUFFIX)  # deblur's; other commands call output
 RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders of folder inputs.")]
 SuffixOpt = suffix_option(DEBLUR_SUFFIX)
 FormatOpt = Annotated[
-    str, typer.Option("--format", "-f", help="Output format: same (as each input), jpg, png, tif or webp.")
+    str, typer.Option("--format", "-f", help="Output format: same (as each input; a HEIC input gives HEIC, or JPEG "
+                      "without an HEIC encoder; a camera RAW input a 16-bit TIFF), jpg, png, tif, webp or heic.")
 ]
 QualityOpt = Annotated[int, typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality (100 = lossless WebP).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that already exist.")]

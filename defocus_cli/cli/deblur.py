@@ -67,6 +67,10 @@ def deblur(
         float, typer.Option("--strength", help="How much of the restored detail to keep: 1 = all, 0 = the input "
                             "unchanged, 0.5 = halfway (blended on the whole image after the network).")
     ] = 1.0,
+    raw_linear: Annotated[
+        bool, typer.Option("--raw-linear", help="Camera RAW inputs (needs the [raw] extra): demosaic to linear-light "
+                           "sRGB instead of the sRGB tone curve.")
+    ] = False,
     recursive: RecursiveOpt = False,
     suffix: SuffixOpt = None,
     fmt: FormatOpt = "same",
@@ -96,6 +100,7 @@ def deblur(
     from defocus_cli.sharding import parse_shard
 
     opts.shard = parse_shard(shard)
+    opts.raw_linear = raw_linear
     tile_value = api.parse_tile(tile)
     strength = api.check_strength(strength)
     refuse_json_with_stdout(json_out, output)
