@@ -299,3 +299,84 @@ def write_report(result: ScoreResult, path: Path | str) -> Path:
     atomic_write(p, text.encode("utf-8"), make_parents=False)  # a full disk never leaves half a report
     log.info("report written to %s (%.1f MB)", p, len(text) / 1e6)
     return p
+
+
+# ------------------------------------------------------------------------------------------------------
+# Before/after page for results without ground truth (`defocus deblur --report`): the same page layout,
+# input and result side by side, zoomed crops where the result changed the most.
+
+COMPARE_MAX_ITEMS = 100
+"""At most this many photos get a section in a compare page (the page embeds every image)."""
+
+
+def _compare_section(i: int, name: str, before: np.ndarray, after: np.ndarray, labels: tuple[str, str]) -> str:
+    e = html.escape
+    size = crop_size(*before.shape[:2])
+    wins = find_windows(after, before, size)
+    u8 = [(labels[0], _to_u8(before)), (labels[1], _to_u8(after))]
+    figs = []
+    for label, img in u8:
+        uri, tw, th = _thumb(img, wins)
+        figs.append(_figure(uri, label, tw, th))
+    crops = []
+    for k, win in enumerate(wins):
+        c = CROP_COLOURS[k % len(CROP_COLOURS)]
+        cells = [_figure(_data_uri(np.ascontiguousarray(img[win.y : win.y + win.size, win.x : win.x + win.size]),
+                                   quality=95), label, win.size, win.size, "crop") for label, img in u8]
+        crops.append(
+            f"<div class=croprow style='border-left:6px solid rgb{c}'>"
+            f"<div class=cropinfo>crop {k + 1}: x={win.x}, y={win.y}, {win.size}×{win.size} px "
+            f"· mean |result − input| = {win.change:.4f}</div>"
+            f"<div class=grid style='grid-template-columns:repeat(2,minmax(0,400px))'>{''.join(cells)}</div></div>"
+        )
+    return (
+        f"<section id='{_anchor(i)}'><h2>{e(name)}</h2>"
+        f"<div class=grid style='grid-template-columns:repeat(2,minmax(0,520px))'>{''.join(figs)}</div>"
+        "<p class=note>Zoomed crops where the result changed most from the input (nearest-neighbour "
+        f"enlargement):</p>{''.join(crops)}</section>"
+    )
+
+
+def render_compare(pairs: list[tuple[Path, Path]], *, title: str = "defocus deblur",
+                   settings: dict[str, object] | None = None, max_items: int = COMPARE_MAX_ITEMS) -> str:
+    """A before/after HTML page (images embedded) for ``(input, output)`` file pairs: per photo the input and
+    the result side by side and zoomed crops of the windows that changed most. Only the first ``max_items``
+    pairs get a section; a pair that cannot be read gets a one-line note instead."""
+    from defocus_cli.photo_io import read_photo
+
+    e = html.escape
+    now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    parts = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        "<meta name=viewport content='width=device-width,initial-scale=1'>",
+        f"<title>{e(title)} · {len(pairs)} photo(s)</title><style>{_CSS}</style></head><body>",
+        f"<h1>{e(title)}: before / after</h1>",
+        f"<div class=meta>{len(pairs)} photo(s) · {e(now)}</div>",
+    ]
+    if len(pairs) > max_items:
+        parts.append(f"<p class=warn>only the first {max_items} of {len(pairs)} photos are shown</p>")
+    if settings:
+        parts.append("<details><summary>Settings</summary><pre>" + e(json.dumps(settings, indent=2, default=str))
+                     + "</pre></details>")
+    for i, (src, out) in enumerate(pairs[:max_items]):
+        try:
+            before = read_photo(src, max_pixels=None).pixels
+            after = read_photo(out, max_pixels=None).pixels
+            if before.shape != after.shape:
+                raise ValueError(f"result is {after.shape[1]}x{after.shape[0]}, input {before.shape[1]}x{before.shape[0]}")
+            parts.append(_compare_section(i, Path(src).name, before, after,
+                                          (f"input: {Path(src).name}", f"result: {Path(out).name}")))
+        except Exception as ex:  # noqa: BLE001 - one bad preview must not lose the whole page
+            log.warning("report: no preview for %s: %s", src, ex)
+            parts.append(f"<section><h2>{e(Path(src).name)}</h2><p class=warn>no preview: {e(str(ex))}</p></section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_compare(pairs: list[tuple[Path, Path]], path: Path | str, **kw: object) -> Path:
+    """Write :func:`render_compare` to ``path`` atomically (UTF-8). Raises OutputError when it cannot be written."""
+    p = Path(path)
+    text = render_compare(pairs, **kw)  # type: ignore[arg-type]
+    atomic_write(p, text.encode("utf-8"), make_parents=False)
+    log.info("report written to %s (%.1f MB)", p, len(text) / 1e6)
+    return p

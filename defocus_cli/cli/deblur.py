@@ -71,6 +71,12 @@ def deblur(
         bool, typer.Option("--raw-linear", help="Camera RAW inputs (needs the [raw] extra): demosaic to linear-light "
                            "sRGB instead of the sRGB tone curve.")
     ] = False,
+    report: Annotated[
+        Optional[str],
+        typer.Option("--report", metavar="FILE.html", show_default=False,
+                     help="Also write a before/after HTML page (input and result side by side, zoomed crops; "
+                     "images embedded; the first 100 photos)."),
+    ] = None,
     recursive: RecursiveOpt = False,
     suffix: SuffixOpt = None,
     fmt: FormatOpt = "same",
@@ -105,6 +111,15 @@ def deblur(
     strength = api.check_strength(strength)
     refuse_json_with_stdout(json_out, output)
     items = batch.plan_batch(inputs, opts)  # every usage error before the (slow) model load
+    if report is not None:
+        from pathlib import Path
+
+        from defocus_cli.safe_io import Target, check_targets
+
+        check_targets([Target(Path(report), "--report")],
+                      [*(i for i in inputs if i != "-"), *(it.input for it in items if it.input is not None),
+                       *(it.output for it in items if it.output is not None)],
+                      overwrite=overwrite, create_folders=False)
 
     header: dict[str, Any] = {"model": model, "weights_sha256": None, "device": None, "precision": None,
                               "tile": tile_value}
@@ -127,6 +142,13 @@ def deblur(
     if info:
         header["tile"] = info.get("tile", header["tile"])
         header["overlap"] = info.get("overlap")
+    if report is not None:
+        from defocus_cli.report import write_compare
+
+        pairs = [(it.input, it.output) for it in result.items
+                 if it.status == "ok" and it.input is not None and it.output is not None]
+        write_compare(pairs, report, settings={k: v for k, v in header.items() if v is not None})
+        header["report"] = report
     code = batch.finish(result, header=header, as_json=json_out, quiet=quiet)
     raise typer.Exit(code)
 
