@@ -366,9 +366,9 @@ def bilateral_grid_solve(
         out_guide: optional finer ``(H2, W2)`` guide (same picture, larger) to slice at: the output is then
             ``(H2, W2)``, edge-aligned at that resolution.
     Returns:
-        (dense values, support): float32 arrays of the sliced shape; ``support`` ∈ [0, 1] is the splatted
-        confidence density around each pixel (≈ 1 where the data term is as strong as average, 0 where the
-        value was interpolated from elsewhere).
+        (dense values, support): float32 arrays of the sliced shape; ``support`` is the local mean of
+        ``confidence`` around each pixel (over its grid cells, same units: in [0, 1] for confidences in
+        [0, 1]; 0 where the value was interpolated from elsewhere).
     """
     import cv2
 
@@ -393,6 +393,7 @@ def bilateral_grid_solve(
     scale = float(splat_c.mean())
     if scale <= 0:
         return np.full(shape, float(np.mean(target)), np.float32), np.zeros(shape, np.float32)
+    splat_c_raw = splat_c.copy()
     splat_c /= scale
     splat_t /= scale
     occupied = splat_n > 1e-3 * float(splat_n.max())
@@ -424,8 +425,9 @@ def bilateral_grid_solve(
         rz = rz_new
     og = np.asarray(out_guide if out_guide is not None else guide, np.float32)
     occ = splat_n + 1e-6 * float(splat_n.max())
-    num, den, support = _slice(np.stack([y * occ, occ, splat_c]), og, sigma_range)
-    return num / np.maximum(den, 1e-12), np.clip(support, 0.0, 1.0)
+    num, den, conf_sum = _slice(np.stack([y * occ, occ, splat_c_raw]), og, sigma_range)
+    den = np.maximum(den, 1e-12)
+    return num / den, np.maximum(conf_sum / den, 0.0)
 
 
 def _slice(grids: np.ndarray, guide: np.ndarray, sigma_range: float) -> tuple[np.ndarray, ...]:
@@ -491,7 +493,8 @@ def dp_radius_map_conf(
         window: matching window, input px; also sets the band-pass and the working scale.
     Returns:
         (radius, confidence): float32 ``(H, W)``; radius signed (negative = in front of focus), confidence in
-        [0, 1] (≈ 1 where the view matching itself was reliable, towards 0 where the value was propagated).
+        [0, 1]: the local mean of the matching confidence (peak ZNCC² × texture) around each pixel, high where
+        the views matched well, towards 0 where the value was propagated from elsewhere.
     """
     lg, rg = to_gray(left), to_gray(right)
     h, w = lg.shape
@@ -511,7 +514,7 @@ def dp_radius_map_conf(
     dense, support = bilateral_grid_solve(
         disp * sx, conf, small_guide, sigma_spatial=sigma_s, out_guide=full_guide
     )
-    return disparity_to_radius(dense), support.astype(np.float32)
+    return disparity_to_radius(dense), np.clip(support, 0.0, 1.0).astype(np.float32)
 
 
 def dp_radius_map(
