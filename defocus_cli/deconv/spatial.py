@@ -4,7 +4,11 @@ The map's radius range is split into levels (at most ``max_levels``, evenly spac
 apart). The whole image is deconvolved once per level with that level's PSF; each output pixel is the linear
 interpolation between the two levels nearest to its own radius (hat-function weights, so neighbouring regions
 blend without seams). Levels below :data:`~defocus_cli.deconv.psf.MIN_RADIUS` are the input itself.
-Memory: the input, one level's result and the running sum (the levels are accumulated, not stored).
+Depth-edge taper (on by default): a level deconvolves ``mask·image + (1 - mask)·(image * psf)``, ``mask`` = the
+pixels that use it, so it never inverts its PSF on content blurred differently (which rings across depth edges;
+two-region test r = 2 | 6 px: −4.5 dB → +2.1 dB in the edge band, bench/deconv_two_region.py).
+Memory: the input, one level's (tapered) input and result and the running sum (levels are accumulated, not
+stored).
 """
 
 from __future__ import annotations
