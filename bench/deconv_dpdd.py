@@ -63,7 +63,8 @@ def main() -> None:
                "p95_radius": round(float(np.percentile(radius, 95)), 2), "seconds": round(secs, 2)}
         rows.append(row)
         print(" ".join(f"{k} {v}" for k, v in row.items()), flush=True)
-    mean = {k: round(float(np.mean([r[k] for r in rows])), 3) for k in ("psnr_input", "psnr_map", "psnr_uniform_median")}
+    keys = ("psnr_input", "psnr_map", "psnr_uniform_median")
+    mean = {k: round(float(np.mean([r[k] for r in rows])), 3) for k in keys}
     mean["gain_map"] = round(mean["psnr_map"] - mean["psnr_input"], 3)
     mean["gain_uniform_median"] = round(mean["psnr_uniform_median"] - mean["psnr_input"], 3)
     print("mean " + " ".join(f"{k} {v:.3f}" for k, v in mean.items()))

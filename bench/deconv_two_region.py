@@ -70,7 +70,8 @@ def main() -> None:
         for name, cols in regions.items():
             row[f"gain_{name}"] = round(psnr(out[:, cols], sharp[:, cols]) - psnr(blurred[:, cols], sharp[:, cols]), 3)
         for ru in (2.0, 5.0, 6.0):  # uniform references (the whole image blurred with one radius)
-            u = np.clip(blur(sharp, make_psf("disc", ru)) + rng.normal(0.0, 0.005, sharp.shape), 0, 1).astype(np.float32)
+            u = blur(sharp, make_psf("disc", ru)) + rng.normal(0.0, 0.005, sharp.shape)
+            u = np.clip(u, 0, 1).astype(np.float32)
             du = deconvolve(u, args.method, radius=ru, **{k: v for k, v in extra.items() if k != "taper"})
             row[f"gain_uniform_r{ru:g}"] = round(psnr(du, sharp) - psnr(u, sharp), 3)
             if ru != 5.0:  # the same half as in the two-region image, for a like-for-like comparison

@@ -86,7 +86,8 @@ def main() -> None:
     }
     print(f"{args.width}x{args.height} ({mp:.1f} MP), {args.threads} thread(s): best {min(times):.2f} s "
           f"({doc['s_per_mp']:.3f} s/MP; baseline {res.baseline}; detect {stages['detect_baseline_s']:.2f} s, "
-          f"map {stages['dp_radius_map_s']:.2f} s; Spearman vs the true disparity {stages['spearman_vs_truth']:+.3f}; load average {doc['loadavg_1min']:.1f} on {os.cpu_count()} cores)")
+          f"map {stages['dp_radius_map_s']:.2f} s; Spearman vs the true disparity "
+          f"{stages['spearman_vs_truth']:+.3f}; load average {doc['loadavg_1min']:.1f} on {os.cpu_count()} cores)")
     out = ROOT / "bench" / "results" / "map_speed.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
