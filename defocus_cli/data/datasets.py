@@ -86,6 +86,8 @@ class SyntheticDP(Dataset):
             ``coc_scale``); 16 px matches the real DPDD pairs at 840×560 (``weights/sftnet.md``).
         in_focus_prob: fraction of nearly in-focus samples (see :class:`SynthParams`).
         highlight_prob: fraction of samples whose highlights clip after the blur.
+        min_blur_fraction: the per-sample largest |CoC| is drawn in ``[min_blur_fraction, 1] × max``.
+        noise_scale: multiplies the sensor noise's standard deviation.
         grid: :meth:`scene` synthesises one ``grid·P`` scene and cuts ``grid²`` patches from it (one blur
             of a larger scene is several times cheaper per patch than ``grid²`` small ones).
     """
@@ -93,7 +95,8 @@ class SyntheticDP(Dataset):
     def __init__(self, photos: str | Path | Sequence[str | Path], patch: int = 128, seed: int = 0,
                  split: str = "train", coc_scale: float = 1.0, length: int = 10**6,
                  device: str | torch.device = "cpu", noise: bool = True, coc_px: float | None = None,
-                 in_focus_prob: float = 0.0, highlight_prob: float = 0.0, grid: int = 1) -> None:
+                 in_focus_prob: float = 0.0, highlight_prob: float = 0.0, grid: int = 1,
+                 min_blur_fraction: float = 0.15, noise_scale: float = 1.0) -> None:
         self.paths = _resolve_photos(photos, split)
         if not self.paths:
             raise InputError(f"no photos for split {split!r}: expected image files")
@@ -107,6 +110,8 @@ class SyntheticDP(Dataset):
         self.in_focus_prob = float(in_focus_prob)
         self.highlight_prob = float(highlight_prob)
         self.grid = max(1, int(grid))
+        self.min_blur_fraction = float(min_blur_fraction)
+        self.noise_scale = float(noise_scale)
         self._cache: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:
@@ -150,7 +155,8 @@ class SyntheticDP(Dataset):
         if rng.random() < 0.5:  # transposing the scene keeps DP disparity horizontal (applied before blur)
             crop = crop.transpose(-1, -2)
         params = SynthParams(max_coc=max_coc, noise=self.noise, in_focus_prob=self.in_focus_prob,
-                             highlight_prob=self.highlight_prob)
+                             highlight_prob=self.highlight_prob, min_blur_fraction=self.min_blur_fraction,
+                             noise_scale=self.noise_scale)
         return synthesize(crop.to(self.device), m, rng, params)
 
 

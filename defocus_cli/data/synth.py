@@ -69,6 +69,8 @@ class SynthParams:
     """Probability that a sample is nearly in focus everywhere (max |CoC| drawn in [0, 1.5] px)."""
     highlight_prob: float = 0.0
     """Probability of boosting highlights above 1 (linear) before the blur; clipped after it."""
+    noise_scale: float = 1.0
+    """Multiplies the noise standard deviation (0.5: a quarter of the variance, like a 2x-downscaled photo)."""
 
 
 def _low_freq_noise(size: int, cells: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -207,9 +209,10 @@ def synthesize(crop: torch.Tensor, margin: int, rng: np.random.Generator, params
         a = float(np.exp(rng.uniform(math.log(2e-4), math.log(8e-3))))
         b = float(np.exp(rng.uniform(math.log(1e-6), math.log(2e-4))))
         z = torch.randn(views.shape, generator=gen).to(device)  # independent per view (L and R photons)
-        views = views + (views * a + b).sqrt() * z
+        k = float(params.noise_scale)
+        views = views + k * (views * a + b).sqrt() * z
         if params.noise_in_target:  # the combined capture's realisation, so in-focus pixels match exactly
-            sharp = sharp + (sharp * a + b).sqrt() * z[0]
+            sharp = sharp + k * (sharp * a + b).sqrt() * z[0]
     views = _tone(views, gamma, contrast)
     sharp = _tone(sharp, gamma, contrast)
     return {

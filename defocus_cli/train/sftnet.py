@@ -93,7 +93,8 @@ class _Source:
                     coc_scale=float(ex.get("coc_scale", 1.5)), coc_px=coc_px,
                     in_focus_prob=float(ex.get("in_focus_prob", 0.0)),
                     highlight_prob=float(ex.get("highlight_prob", 0.0)), grid=int(ex.get("grid", 1)),
-                    device=self.device)
+                    min_blur_fraction=float(ex.get("min_blur_fraction", 0.15)),
+                    noise_scale=float(ex.get("noise_scale", 1.0)), device=self.device)
             ds = self._synth[patch]
             if ds.grid > 1:  # several patches from each synthesised scene (cheaper per patch)
                 n_scenes = -(-batch // ds.grid**2)
@@ -175,7 +176,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     """Train SFT-net per ``opts``; returns ``{"steps", "best", "out", "run_dir"}``.
 
     ``opts.extra`` (``defocus train --set KEY=VALUE``): ``coc_px``, ``in_focus_prob``, ``highlight_prob``,
-    ``grid`` (synthesis, see :class:`~defocus_cli.data.SyntheticDP`); ``fft_weight`` (frequency loss, 0.1 ×
+    ``grid``, ``min_blur_fraction``, ``noise_scale`` (synthesis, see :class:`~defocus_cli.data.SyntheticDP`); ``fft_weight`` (frequency loss, 0.1 ×
     L1 of the FFT), ``ema`` (decay of the exported weight average; 0 = off), ``weight_decay`` (AdamW),
     ``tone_sigma`` (px; train and export with :func:`defocus_cli.tone.lock_tone`), ``stages``,
     ``warmup``, ``progress_every`` (steps between progress lines on stderr), ``syn_val_n`` (synthetic held-out
