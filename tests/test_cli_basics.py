@@ -66,6 +66,27 @@ def test_python_dash_m_version() -> None:
     assert r.returncode == 0 and r.stdout.strip() == f"defocus {__version__}"
 
 
+def test_main_freezes_the_heap_for_a_fast_exit_and_keeps_the_exit_code() -> None:
+    """main() moves every object to the permanent generation when the command ends (shutdown skips walking
+    them), keeps the command's exit code, and still runs atexit handlers; embedding ``app`` never freezes."""
+    code = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('FROZEN=%d' % gc.get_freeze_count(), file=sys.stderr))\n"
+        "sys.argv = ['defocus', 'deblur', '--model']\n"  # a usage error: exit 2
+        "from defocus_cli.cli import main\n"
+        "main()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
+    assert r.returncode == 2, r.stderr
+    frozen = [int(ln.split("=")[1]) for ln in r.stderr.splitlines() if ln.startswith("FROZEN=")]
+    assert frozen and frozen[0] > 1000, r.stderr
+    embedded = subprocess.run(
+        [sys.executable, "-c", "import gc\nfrom defocus_cli.cli import app\ntry:\n    app(['--version'])\n"
+         "except SystemExit:\n    pass\nprint(gc.get_freeze_count())"], capture_output=True, text=True, env=ENV,
+        timeout=60)
+    assert embedded.stdout.split()[-1] == "0", embedded.stdout
+
+
 def test_deblur_help_lists_the_contract_options() -> None:
     from typer.testing import CliRunner
 

@@ -52,5 +52,15 @@ _register()
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    When the command is done (the process is about to exit) every live object is moved to the garbage
+    collector's permanent generation (``gc.freeze``): interpreter shutdown then skips walking the ~170 000
+    objects torch leaves behind, which took 0.4-0.5 s of every run on the dev VM. Nothing else changes at exit
+    (atexit handlers, flushing, finalizers all run as before); callers that embed :data:`app` never freeze."""
+    try:
+        app()
+    finally:
+        import gc
+
+        gc.freeze()
