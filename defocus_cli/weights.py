@@ -513,9 +513,10 @@ def _file_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
 
 
-def _meta_mismatch(build: Any, path: Path) -> str | None:
+def _meta_mismatch(build: Any, path: Path, keep: list[Any] | None = None) -> str | None:
     """Build the network on torch's ``meta`` device (no memory) and compare its tensor shapes with the
-    file's header; the problem in words, or ``None`` when they fit (or the check cannot be made)."""
+    file's header; the problem in words, or ``None`` when they fit (or the check cannot be made). The meta
+    network is appended to ``keep`` when given (see :func:`_assign_state`)."""
     import torch
 
     try:
@@ -524,12 +525,34 @@ def _meta_mismatch(build: Any, path: Path) -> str | None:
         shapes = _file_shapes(path)
     except Exception:  # noqa: BLE001 - a network that cannot be built on meta is checked after the real build
         return None
+    if keep is not None:
+        keep.append(module)
 
     class _Shape:
         def __init__(self, shape: tuple[int, ...]) -> None:
             self.shape = shape
 
     return _state_dict_errors(module, {k: _Shape(v) for k, v in shapes.items()})
+
+
+def _assign_state(module: "torch.nn.Module", state: dict[str, Any]) -> "torch.nn.Module | None":
+    """``module``, built on the meta device, with the file's tensors assigned as its parameters and buffers:
+    no random initialisation of a real build and no second copy of every tensor (0.05-0.15 s per load on the
+    dev VM). ``None`` when that cannot be done, e.g. a tensor the file does not hold (a non-persistent buffer,
+    a plain tensor attribute) would stay on meta; the caller then builds the network for real."""
+    import torch
+
+    if _state_dict_errors(module, state):
+        return None
+    try:
+        module.load_state_dict(state, strict=True, assign=True)
+    except (RuntimeError, TypeError, ValueError):
+        return None
+    for sub in module.modules():
+        tensors = [*sub._parameters.values(), *sub._buffers.values(), *vars(sub).values()]
+        if any(isinstance(t, torch.Tensor) and t.is_meta for t in tensors):
+            return None
+    return module
 
 
 def load_model(
@@ -594,21 +617,26 @@ def load_model(
     import torch
     from safetensors.torch import load_file
 
-    problem = _meta_mismatch(build, path)  # shapes first, on the meta device: nothing allocated yet
+    on_meta: list[Any] = []
+    problem = _meta_mismatch(build, path, keep=on_meta)  # shapes first, on the meta device: nothing allocated yet
     if problem:
         raise WeightsError(f"{path} does not fit the {arch!r} network: {problem}")
     try:
         state = load_file(str(path), device="cpu")
     except Exception as e:  # noqa: BLE001
         raise WeightsError(f"cannot read tensors from {path}: {type(e).__name__}: {e}") from e
-    try:
-        module = build()
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise WeightsError(f"{path}: the {arch!r} network cannot be built from its metadata ({e})") from None
-    problem = _state_dict_errors(module, state)
-    if problem:
-        raise WeightsError(f"{path} does not fit the {arch!r} network: {problem}")
-    module.load_state_dict(state, strict=True)
+    assigned = _assign_state(on_meta[0], state) if on_meta else None
+    if assigned is not None:
+        module = assigned
+    else:
+        try:
+            module = build()
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise WeightsError(f"{path}: the {arch!r} network cannot be built from its metadata ({e})") from None
+        problem = _state_dict_errors(module, state)
+        if problem:
+            raise WeightsError(f"{path} does not fit the {arch!r} network: {problem}")
+        module.load_state_dict(state, strict=True)
     # settings a file records beside its tensors (e.g. IFAN's CoC-per-DME factor of its defocus map)
     configure = getattr(module, "configure_from_metadata", None)
     if callable(configure):

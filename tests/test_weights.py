@@ -240,6 +240,45 @@ def test_load_users_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         weights.load_model(weights_file=f, task="map")
 
 
+class BufferNet(TinyNet):
+    """TinyNet with a tensor the weight file does not hold (a non-persistent buffer)."""
+
+    def __init__(self, channels: int = 3) -> None:
+        super().__init__(channels)
+        self.register_buffer("scale", torch.full((channels,), 2.0), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) * self.scale.view(1, -1, 1, 1)
+
+
+def test_load_takes_the_files_tensors_and_builds_for_real_when_the_file_lacks_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The network is built on the meta device and given the file's tensors (fp16 files become float32);
+    a network holding a tensor the file has not (here a non-persistent buffer) is built for real instead."""
+    from safetensors.torch import load_file
+
+    for arch, cls in (("tiny", "TinyNet"), ("tinybuf", "BufferNet")):
+        monkeypatch.setitem(registry.ARCHS, arch, f"{__name__}:{cls}")
+        monkeypatch.setitem(registry.ARCH_TASKS, arch, "deblur")
+    f = tmp_path / "half.safetensors"
+    g = torch.Generator().manual_seed(7)
+    state = {"conv.weight": torch.randn(3, 3, 1, 1, generator=g), "conv.bias": torch.randn(3, generator=g)}
+    save_file({k: v.half() for k, v in state.items()}, str(f), metadata={"arch": "tiny"})
+    m = weights.load_model(weights_file=f).module
+    for k, v in load_file(str(f)).items():
+        got = m.state_dict()[k]
+        assert got.device.type == "cpu" and got.dtype == torch.float32 and torch.equal(got, v.float()), k
+    b_file = tmp_path / "buf.safetensors"
+    _tiny_file(b_file, arch="tinybuf", seed=5)
+    b = weights.load_model(weights_file=b_file).module
+    assert b.scale.device.type == "cpu" and torch.equal(b.scale, torch.full((3,), 2.0))
+    assert torch.equal(b.conv.weight, load_file(str(b_file))["conv.weight"])
+    x = torch.rand(1, 3, 4, 4)
+    with torch.inference_mode():
+        torch.testing.assert_close(b(x), torch.nn.functional.conv2d(x, b.conv.weight, b.conv.bias) * 2)
+
+
 @pytest.mark.parametrize(
     ("kind", "message"),
     [("no-arch", "no 'arch'"), ("bad-arch", "unknown arch"), ("pickle", "not a safetensors"),
