@@ -10,7 +10,10 @@ Three steps, each a function:
 2. :func:`run_batch` reads each photo, calls the command's ``process(photo) -> pixels`` function, and writes
    the result atomically (temporary file in the output's folder, then rename). A file that fails is
    reported (one line on stderr) and the batch goes on. Engine-wide failures (weights, device, usage)
-   stop the batch.
+   stop the batch. With several photos, the next one is decoded and the previous one encoded and written
+   in two background threads while ``process`` runs on the current one (at most one photo ahead and one
+   behind), so a batch runs at about the speed of the network; results, log lines and JSON records keep
+   the input order.
 3. :func:`finish` prints the summary (stderr) or the ``--json`` document (stdout) and returns the exit code:
    0 when every item was written or skipped, 1 when any item failed.
 
@@ -37,8 +40,10 @@ import errno
 import json
 import logging
 import os
+import queue
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -71,12 +76,18 @@ from defocus_cli.safe_io import (
     path_key,
     read_head,
     regular_file_problem,
+    remove_temporary_files,
 )
 
 log = logging.getLogger(__name__)
 
 STDIO = "-"
 EXISTING_MODES = ("refuse", "overwrite", "skip")
+#: Photos decoded ahead of the one in ``process`` and results waiting to be encoded and written (each at most;
+#: :func:`run_batch`'s ``pipeline``).
+PIPELINE_DEPTH = 1
+#: After an interrupt, how long the pipeline waits for its threads (the file being written) before returning.
+INTERRUPT_JOIN_S = 5.0
 
 ProcessFn = Callable[[Photo], np.ndarray]
 
@@ -485,19 +496,37 @@ def run_batch(
     description: str = "processing",
     read_stdin: Callable[[], bytes] | None = None,
     write_stdout: Callable[[bytes], None] | None = None,
+    pipeline: int = PIPELINE_DEPTH,
 ) -> BatchResult:
     """Process every pending item: read → ``process(photo)`` → encode → atomic write.
+
+    With more than one pending file (stdin is always alone) and ``pipeline > 0``, photos are read in one
+    background thread and results encoded and written in another while ``process`` runs in the calling thread
+    on the current photo. At most ``pipeline`` photos are decoded (or being decoded) ahead of ``process`` and
+    at most ``pipeline`` results wait for, or are in, the writer, so memory stays bounded (with the default 1:
+    two decoded photos and two results at a time, the one in ``process`` included; the input pixels of a
+    processed photo are dropped before it goes to the writer). Whatever the threads do, items are finished (status, log line, progress) in input order, and
+    ``Item.seconds`` is the item's own reading + processing + writing time, waiting not counted. Outputs are
+    still written through :func:`defocus_cli.safe_io.atomic_write`; when the calling thread is interrupted
+    (Ctrl-C, SIGTERM) nothing more is written, and this returns once the writer has finished or undone the
+    file it was writing (after at most :data:`INTERRUPT_JOIN_S`, its temporary file removed), so no temporary
+    file stays behind.
 
     Args:
         items: from :func:`plan_batch` (items already ``error``/``skipped`` are reported, not processed).
         process: ``process(photo) -> pixels``: float32 ``(H, W, 3)`` RGB in ``[0, 1]``, same ``H, W`` as
-            ``photo.pixels``. It may set entries of ``photo.notes``.
+            ``photo.pixels``. It may set entries of ``photo.notes``. Always called in the calling thread,
+            one photo at a time, in input order.
         opts: the options the plan was made with.
         quiet: no per-file error lines (errors still appear in the JSON and the exit code).
         progress: show a progress bar on stderr; ``None`` = only when stderr is a terminal and not quiet.
+        read_stdin, write_stdout: how ``-`` is read and written (tests replace them).
+        pipeline: photos read ahead and results queued for writing, each at most; 0 = one photo at a time,
+            everything in the calling thread.
 
     Raises:
-        WeightsError, DeviceError, UsageError: problems that would fail every item stop the batch.
+        WeightsError, DeviceError, UsageError: problems that would fail every item stop the batch, once the
+            items before the one that met it are written.
     """
     t_start = time.perf_counter()
     if progress is None:
@@ -505,18 +534,19 @@ def run_batch(
     bar = _progress(progress, len(items), description)
     read_stdin = read_stdin or (lambda: sys.stdin.buffer.read())
     write_stdout = write_stdout or _write_stdout
+    todo = [it for it in items if it.status == "pending"]
     try:
-        for it in items:
-            if it.status == "pending":
-                _run_one(it, process, opts, read_stdin, write_stdout)
-            if it.status == "error":
-                log.error("%s: %s", it.input_label, it.error)
-            elif it.status == "skipped":
-                log.info("%s: skipped (%s exists)", it.input_label, it.output_label)
-            else:
-                log.info("%s -> %s (%.2f s)", it.input_label, it.output_label, it.seconds or 0.0)
-            if bar is not None:
-                bar.advance(bar.task_ids[0])
+        if pipeline > 0 and len(todo) > 1 and all(it.input is not None and not it.stdout for it in todo):
+            _Pipeline(items, process, opts, write_stdout, bar, pipeline).run()
+        else:
+            for it in items:
+                job = _Job(it)
+                for step in (lambda: _read(job, opts, read_stdin), lambda: _process(job, process),
+                             lambda: _write(job, opts, write_stdout)):
+                    step()
+                    if job.fatal is not None:
+                        raise job.fatal
+                _finish_item(job, bar)
     finally:
         if bar is not None:
             bar.stop()
@@ -536,30 +566,36 @@ def _write_stdout(data: bytes) -> None:
     out.flush()
 
 
-def _run_one(
-    it: Item,
-    process: ProcessFn,
-    opts: BatchOptions,
-    read_stdin: Callable[[], bytes],
-    write_stdout: Callable[[bytes], None],
-) -> None:
+_FATAL = (WeightsError, DeviceError, UsageError, BrokenPipeError)
+
+
+@dataclass
+class _Job:
+    """One item on its way through :func:`run_batch`: its photo and result, its own seconds, whether a step ran,
+    an engine-wide error met on the way (raised in the calling thread), and the pipeline slots it holds."""
+
+    item: Item
+    photo: Photo | None = None
+    result: np.ndarray | None = None
+    seconds: float = 0.0
+    ran: bool = False
+    fatal: BaseException | None = None
+    read_slot: bool = False
+    write_slot: bool = False
+
+
+def _stage(job: _Job, fn: Callable[[], None]) -> None:
+    """Run one step of ``job`` unless its item is no longer pending: a failure of this file becomes the item's
+    error, an engine-wide one is kept in ``job.fatal``; the step's time is added to the job's."""
+    it = job.item
+    if it.status != "pending" or job.fatal is not None:
+        return
+    job.ran = True
     t0 = time.perf_counter()
     try:
-        src: Any = it.input if it.input is not None else read_stdin()
-        photo = read_photo(src, max_pixels=opts.max_pixels, raw_linear=opts.raw_linear)
-        result = process(photo)
-        data = encode_photo(result, photo, it.fmt, quality=opts.quality, strip_metadata=opts.strip_metadata)
-        if it.stdout or it.output is None:
-            write_stdout(data)
-        else:
-            if opts.existing == "refuse" and os.path.exists(it.output):
-                raise OutputError(f"{it.output} appeared while the batch ran; not replaced (use --overwrite)")
-            atomic_write(it.output, data)  # creates the output's folder, short temp name, fsync, rename
-        it.status = "ok"
-        if photo.notes:
-            it.extra["notes"] = list(photo.notes)
-    except (WeightsError, DeviceError, UsageError, BrokenPipeError):
-        raise
+        fn()
+    except _FATAL as e:
+        job.fatal = e
     except DefocusError as e:
         it.status, it.error = "error", _short(str(e), it)
     except MemoryError:
@@ -571,7 +607,173 @@ def _run_one(
         else:
             it.status, it.error = "error", f"{type(e).__name__}: {e}"
     finally:
-        it.seconds = time.perf_counter() - t0
+        job.seconds += time.perf_counter() - t0
+    if it.status == "error":
+        job.photo = job.result = None
+
+
+def _read(job: _Job, opts: BatchOptions, read_stdin: Callable[[], bytes]) -> None:
+    """Step 1: decode the item's photo into ``job.photo``."""
+
+    def step() -> None:
+        src: Any = job.item.input if job.item.input is not None else read_stdin()
+        job.photo = read_photo(src, max_pixels=opts.max_pixels, raw_linear=opts.raw_linear)
+
+    _stage(job, step)
+
+
+def _process(job: _Job, process: ProcessFn) -> None:
+    """Step 2: ``job.result = process(job.photo)``."""
+
+    def step() -> None:
+        job.result = process(job.photo)  # type: ignore[arg-type]
+
+    _stage(job, step)
+
+
+def _write(job: _Job, opts: BatchOptions, write_stdout: Callable[[bytes], None]) -> None:
+    """Step 3: encode ``job.result`` like its photo and write it atomically (or to stdout); the item is ok."""
+    it = job.item
+
+    def step() -> None:
+        photo = job.photo
+        data = encode_photo(job.result, photo, it.fmt, quality=opts.quality,  # type: ignore[arg-type]
+                            strip_metadata=opts.strip_metadata)
+        job.result = None
+        if it.stdout or it.output is None:
+            write_stdout(data)
+        else:
+            if opts.existing == "refuse" and os.path.exists(it.output):
+                raise OutputError(f"{it.output} appeared while the batch ran; not replaced (use --overwrite)")
+            atomic_write(it.output, data)  # creates the output's folder, short temp name, fsync, rename
+        it.status = "ok"
+        if photo is not None and photo.notes:
+            it.extra["notes"] = list(photo.notes)
+
+    _stage(job, step)
+    job.photo = None
+
+
+def _finish_item(job: _Job, bar: Any) -> None:
+    """The item is done: record its seconds, log its line, advance the progress bar."""
+    it = job.item
+    if job.ran:
+        it.seconds = job.seconds
+    if it.status == "error":
+        log.error("%s: %s", it.input_label, it.error)
+    elif it.status == "skipped":
+        log.info("%s: skipped (%s exists)", it.input_label, it.output_label)
+    else:
+        log.info("%s -> %s (%.2f s)", it.input_label, it.output_label, it.seconds or 0.0)
+    if bar is not None:
+        bar.advance(bar.task_ids[0])
+
+
+def _no_stdin() -> bytes:  # pragma: no cover - the pipeline never takes stdin (see run_batch)
+    raise UsageError("stdin (-) cannot be read in a pipelined batch")
+
+
+class _Pipeline:
+    """:func:`run_batch` for several files: a reader thread decodes the next photos, the calling thread runs
+    ``process``, a writer thread encodes, writes and finishes items, all in input order (two FIFO queues);
+    ``depth`` slots on each side bound the photos in flight."""
+
+    def __init__(self, items: list[Item], process: ProcessFn, opts: BatchOptions,
+                 write_stdout: Callable[[bytes], None], bar: Any, depth: int) -> None:
+        self.items, self.process, self.opts, self.write_stdout, self.bar = items, process, opts, write_stdout, bar
+        self.ahead: queue.Queue[_Job | None] = queue.Queue()  # reader -> calling thread; None ends it
+        self.behind: queue.Queue[_Job | None] = queue.Queue()  # calling thread -> writer; None ends it
+        self.read_slots = threading.Semaphore(depth)  # photos decoded or being decoded, not yet in process
+        self.write_slots = threading.Semaphore(depth)  # results handed to the writer, not yet written
+        self.stop_reading = threading.Event()
+        self.abort = threading.Event()  # the calling thread was interrupted: write nothing more
+        self.failed: list[BaseException] = []  # engine-wide errors of the threads, for the calling thread
+
+    def run(self) -> None:
+        """Run the batch; raise the engine-wide error that stopped it, once the items before it are written."""
+        reader = threading.Thread(target=self._reader, name="defocus-read", daemon=True)
+        writer = threading.Thread(target=self._writer, name="defocus-write", daemon=True)
+        reader.start()
+        writer.start()
+        fatal: BaseException | None = None
+        interrupted = True
+        try:
+            fatal = self._loop()
+            interrupted = False
+        finally:
+            self.stop_reading.set()
+            if interrupted:  # Ctrl-C, SIGTERM: the writer finishes or undoes its current file, then stops
+                self.abort.set()
+            self.behind.put(None)
+            wait = INTERRUPT_JOIN_S if interrupted else None
+            writer.join(wait)
+            reader.join(wait)
+            if writer.is_alive():  # stuck in a write (a hung disk): its temporary file must not stay behind
+                remove_temporary_files()
+        fatal = fatal or (self.failed[0] if self.failed else None)
+        if fatal is not None:
+            raise fatal
+
+    def _loop(self) -> BaseException | None:
+        """The calling thread's part: ``process`` each decoded photo in order and hand it to the writer."""
+        while True:
+            job = self.ahead.get()
+            if job is None:
+                return None
+            if job.read_slot:
+                self.read_slots.release()
+            if job.fatal is not None or self.failed:
+                return job.fatal or self.failed[0]
+            _process(job, self.process)
+            if job.fatal is not None:
+                return job.fatal
+            if job.photo is not None:  # the writer needs the photo's metadata and size, not its pixels
+                job.photo.pixels = np.broadcast_to(np.zeros((), np.float32), job.photo.pixels.shape)
+            if job.item.status == "pending":
+                while not self.write_slots.acquire(timeout=0.1):
+                    if self.failed:
+                        return self.failed[0]
+                job.write_slot = True
+            self.behind.put(job)
+
+    def _reader(self) -> None:
+        try:
+            for it in self.items:
+                job = _Job(it)
+                if it.status == "pending":
+                    while not self.read_slots.acquire(timeout=0.1):
+                        if self.stop_reading.is_set():
+                            return
+                    job.read_slot = True
+                    if self.stop_reading.is_set():
+                        return
+                    _read(job, self.opts, _no_stdin)
+                self.ahead.put(job)
+        except BaseException as e:  # noqa: BLE001 - handed to the calling thread
+            self.failed.append(e)
+        finally:
+            self.ahead.put(None)
+
+    def _writer(self) -> None:
+        while True:
+            job = self.behind.get()
+            if job is None:
+                return
+            try:
+                if self.abort.is_set() or self.failed:
+                    continue
+                _write(job, self.opts, self.write_stdout)
+                if job.fatal is not None:
+                    self.failed.append(job.fatal)
+                    continue
+                if self.abort.is_set():  # interrupted while writing (SIGTERM may have removed its temp file)
+                    continue
+                _finish_item(job, self.bar)
+            except BaseException as e:  # noqa: BLE001 - handed to the calling thread
+                self.failed.append(e)
+            finally:
+                if job.write_slot:
+                    self.write_slots.release()
 
 
 # ------------------------------------------------------------------------------------------- reporting

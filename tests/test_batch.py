@@ -214,3 +214,185 @@ def test_finish_prints_json_on_stdout(tmp_path: Path, capsys: pytest.CaptureFixt
     doc = json.loads(capsys.readouterr().out)
     assert doc["device"] == "cpu" and doc["items"][0]["output"] == str(tmp_path / "a_sharp.png")
     assert doc["items"][0]["status"] == "ok" and doc["items"][0]["seconds"] >= 0
+
+
+# ------------------------------------------------------------------------------------------- pipelined batches
+
+
+def _folder(tmp_path: Path, n: int) -> list[Path]:
+    return [_img(tmp_path / "in" / f"p{i}.png", seed=i) for i in range(n)]
+
+
+def _temps(folder: Path) -> list[str]:
+    return [p.name for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_pipeline_reads_the_next_photo_and_writes_the_previous_one_while_process_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While ``process`` runs on photo k, photo k+1 is decoded and photo k-1 written (proved with events: a
+    one-photo-at-a-time loop would wait in vain), and the wall time is below the sum of the items' own times."""
+    import threading
+    import time
+
+    import defocus_cli.batch as batch
+
+    n = 4
+    files = _folder(tmp_path, n)
+    read_started = [threading.Event() for _ in range(n)]
+    write_started = [threading.Event() for _ in range(n)]
+    real_read, real_write = batch.read_photo, batch.atomic_write
+
+    def slow_read(src: object, **kw: object) -> Photo:
+        read_started[files.index(Path(str(src)))].set()
+        time.sleep(0.15)
+        return real_read(src, **kw)  # type: ignore[arg-type]
+
+    def slow_write(path: Path, data: bytes) -> Path:
+        write_started[[f.name for f in files].index(Path(path).name)].set()
+        time.sleep(0.15)
+        return real_write(path, data)
+
+    monkeypatch.setattr(batch, "read_photo", slow_read)
+    monkeypatch.setattr(batch, "atomic_write", slow_write)
+    threads: set[str] = set()
+    seen: list[tuple[bool, bool]] = []
+
+    def process(photo: Photo) -> np.ndarray:
+        k = files.index(photo.source)  # type: ignore[arg-type]
+        threads.add(threading.current_thread().name)
+        next_read = read_started[k + 1].wait(10) if k + 1 < n else True
+        prev_write = write_started[k - 1].wait(10) if k > 0 else True
+        seen.append((next_read, prev_write))
+        time.sleep(0.15)
+        return 1.0 - photo.pixels
+
+    opts = BatchOptions(output=str(tmp_path / "out"))
+    result = run_batch(plan_batch([str(tmp_path / "in")], opts, stdout_is_tty=False), process, opts)
+    assert [i.status for i in result.items] == ["ok"] * n
+    assert seen == [(True, True)] * n
+    assert threads == {threading.current_thread().name}  # process always runs in the calling thread
+    assert result.seconds < sum(i.seconds for i in result.items)  # stages overlapped
+    for i, f in enumerate(files):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / f.name)), 255 - smooth_rgb(6, 8, i))
+
+
+def test_pipeline_a_bad_photo_in_the_middle_is_its_own_error_and_order_is_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that cannot be decoded (and one whose process fails) in the middle of a batch is that file's
+    error; the others are written; items, log lines and JSON records keep the input order even when the writer
+    is slow on the first photo."""
+    import logging
+    import time
+
+    import defocus_cli.batch as batch
+
+    files = _folder(tmp_path, 6)
+    files[2].write_bytes(b"not a png at all")
+    real_write = batch.atomic_write
+
+    def write(path: Path, data: bytes) -> Path:
+        if Path(path).name == "p0.png":
+            time.sleep(0.3)  # the first result is written last, in time
+        return real_write(path, data)
+
+    monkeypatch.setattr(batch, "atomic_write", write)
+
+    def process(photo: Photo) -> np.ndarray:
+        if photo.source == files[4]:
+            raise ValueError("engine hiccup")
+        return 1.0 - photo.pixels
+
+    opts = BatchOptions(output=str(tmp_path / "out"))
+    with caplog.at_level(logging.INFO, logger="defocus_cli"):
+        result = run_batch(plan_batch([str(tmp_path / "in")], opts, stdout_is_tty=False), process, opts)
+    assert [i.input for i in result.items] == files
+    assert [i.status for i in result.items] == ["ok", "ok", "error", "ok", "error", "ok"]
+    assert "not a readable image" in result.items[2].error and result.items[4].error == "ValueError: engine hiccup"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p1.png", "p3.png", "p5.png"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "defocus_cli.batch"]
+    assert [ln.split(":")[0].split(" ->")[0] for ln in lines] == [str(f) for f in files]
+    doc = json_document(result)
+    assert [d["input"] for d in doc["items"]] == [str(f) for f in files]
+    assert all(d["seconds"] is not None and d["seconds"] >= 0 for d in doc["items"])
+
+
+def test_pipeline_engine_wide_error_writes_the_photos_before_it_then_stops(tmp_path: Path) -> None:
+    files = _folder(tmp_path, 5)
+    calls: list[Path] = []
+
+    def process(photo: Photo) -> np.ndarray:
+        calls.append(photo.source)  # type: ignore[arg-type]
+        if photo.source == files[2]:
+            raise DeviceError("cuda:0 fell off the bus")
+        return photo.pixels
+
+    opts = BatchOptions(output=str(tmp_path / "out"))
+    items = plan_batch([str(tmp_path / "in")], opts, stdout_is_tty=False)
+    with pytest.raises(DeviceError, match="fell off"):
+        run_batch(items, process, opts)
+    assert calls == files[:3]
+    assert [i.status for i in items] == ["ok", "ok", "pending", "pending", "pending"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p1.png"]
+
+
+def test_pipeline_interrupt_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in ``process`` while the writer is inside the atomic write of the previous photo: the interrupt
+    propagates, nothing more is written, no temporary file stays, and what was written is complete."""
+    import os
+    import threading
+    import time
+
+    files = _folder(tmp_path, 4)
+    writing = threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        writing.set()
+        time.sleep(0.3)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+
+    def process(photo: Photo) -> np.ndarray:
+        if photo.source == files[1]:
+            assert writing.wait(10), "the first photo was not being written"
+            raise KeyboardInterrupt
+        return 1.0 - photo.pixels
+
+    opts = BatchOptions(output=str(tmp_path / "out"))
+    items = plan_batch([str(tmp_path / "in")], opts, stdout_is_tty=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(items, process, opts)
+    out = tmp_path / "out"
+    assert _temps(out) == []
+    assert sorted(p.name for p in out.iterdir()) == ["p0.png"]
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "p0.png")), 255 - smooth_rgb(6, 8, 0))
+
+
+def test_pipeline_zero_runs_one_photo_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pipeline=0``: every step in the calling thread, strictly read → process → write per photo."""
+    import threading
+
+    import defocus_cli.batch as batch
+
+    files = _folder(tmp_path, 3)
+    events: list[str] = []
+    real_read, real_write = batch.read_photo, batch.atomic_write
+
+    def read(src: object, **kw: object) -> Photo:
+        events.append(f"read {Path(str(src)).name} {threading.current_thread().name}")
+        return real_read(src, **kw)  # type: ignore[arg-type]
+
+    def write(path: Path, data: bytes) -> Path:
+        events.append(f"write {Path(path).name} {threading.current_thread().name}")
+        return real_write(path, data)
+
+    monkeypatch.setattr(batch, "read_photo", read)
+    monkeypatch.setattr(batch, "atomic_write", write)
+    opts = BatchOptions(output=str(tmp_path / "out"))
+    result = run_batch(plan_batch([str(tmp_path / "in")], opts, stdout_is_tty=False), _invert, opts, pipeline=0)
+    assert result.exit_code == 0
+    me = threading.current_thread().name
+    assert events == [f"{op} p{i}.png {me}" for i in range(3) for op in ("read", "write")]

@@ -94,6 +94,30 @@ def test_signal_during_temp_write_leaves_nothing(tmp_path: Path, sig: int, code:
 
 
 @needs_posix_signals
+@pytest.mark.parametrize("sig,code,word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
+def test_signal_while_the_pipeline_writes_in_the_background_leaves_nothing(
+    tmp_path: Path, sig: int, code: int, word: str
+) -> None:
+    """A folder of photos (decoded and written in background threads): a signal while the writer thread holds
+    the first result's temporary file open (its fsync hangs) ends the process promptly with no temp file."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(src / f"img{i}.tif"), smooth_rgb(32, 32, seed=i, dtype="uint16"))
+    out = tmp_path / "out"
+    mark = tmp_path / "mark"
+    proc = subprocess.Popen(_driver(tmp_path, ["deblur", str(src), "-o", str(out) + "/"], mark),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for(mark, proc)
+    assert [p.name for p in out.iterdir()][0].startswith(".defocus-")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=50)  # the hung fsync sleeps 60 s: the process must not wait for it
+    assert proc.returncode == code, err
+    assert word in err.decode() and "Traceback" not in err.decode()
+    assert list(out.iterdir()) == []
+
+
+@needs_posix_signals
 def test_closed_stdout_exits_quietly(tmp_path: Path) -> None:
     src = tmp_path / "noise.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (1400, 1400, 3), dtype=np.uint8)).save(src)  # > the pipe buffer
