@@ -1,4 +1,4 @@
-"""The bad-input corpus: every case runs one ``defocus`` command and asserts its documented outcome.
+r"""The bad-input corpus: every case runs one ``defocus`` command and asserts its documented outcome.
 
 Commands: ``deblur`` (most cases), ``deconv``, ``map``, ``score``, ``models`` and ``train``. For each case: the
 exit code; a one-line message on stderr where one is expected (matched on a single line), never a traceback,
