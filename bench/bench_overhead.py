@@ -1,0 +1,221 @@
+"""Where the seconds of one ``defocus deblur photo.png -o out.png`` go, per engine (issue 17).
+
+Each engine runs in a fresh child process that calls the console script's entry point in-process
+(``defocus_cli.cli.main``) with timers wrapped around the library functions it goes through, so the breakdown is
+the product's own path:
+
+* ``start``: interpreter start-up until the child's first line (the parent's clock before the spawn, the
+  child's at its first line; ``exit`` likewise after its last line until it is reaped);
+* ``import_cli`` (typer and the command modules), ``import_torch`` (torch and the library modules the command
+  imports in its body);
+* ``plan`` (inputs, outputs and their checks), ``load_model`` (weights found and verified, network built and
+  loaded) with ``sha256`` (hashing the weight file) inside it;
+* ``decode``, then ``process`` = ``run_engine`` (``auto_tile``, the forward and the tiling glue) +
+  ``tone_lock`` + the rest (flips, strength, clamp, layout), then ``encode`` and ``write`` (atomic);
+* after the command: ``--warm`` more forwards of the same photo through ``runtime.run_engine`` in the same
+  process: their median is ``forward_warm`` (the network alone, warm), and ``first_call`` = the command's
+  forward − ``forward_warm`` (oneDNN primitive creation, page-faulting fresh buffers); minor page faults
+  (``ru_minflt``) of both are recorded.
+
+The parent also times the whole command from outside (``--reps`` runs of the console script, median) and
+``python -c pass``, and checks issue 17's target: wall ≤ 1.25 × ``forward_warm`` + 1.0 s.
+
+Examples::
+
+    python bench/bench_overhead.py                         # sftnet and ifan on a 1680x1120 photo
+    python bench/bench_overhead.py --engines sftnet --reps 5 --out overhead_sftnet
+    DEFOCUS_THREADS=1 python bench/bench_overhead.py --engines sftnet --reps 1 --warm 1   # a quick look
+
+Writes ``bench/results/<out>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+T_FIRST = time.time()  # the child's first line: the end of interpreter start-up
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+PHASES = ("start", "import_cli", "import_torch", "plan", "load_model", "sha256", "decode", "auto_tile",
+          "forward", "tone_lock", "process_rest", "encode", "write", "other", "exit")
+
+
+def _minflt() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def child(engine: str, photo: str, out: str, warm: int) -> dict[str, Any]:
+    """In the child: run ``defocus deblur photo -o out --overwrite --model engine`` in-process with timers."""
+    t: dict[str, float] = {}
+    faults: dict[str, int] = {}
+    captured: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    from defocus_cli.cli import main
+
+    t["import_cli"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    import torch  # noqa: F401 - what the command imports in its body
+
+    from defocus_cli import api, batch, devices, runtime, tone, weights  # noqa: F401
+
+    t["import_torch"] = time.perf_counter() - t0
+
+    def wrap(mod: Any, name: str, key: str, keep: Callable[[Any], None] | None = None) -> None:
+        fn = getattr(mod, name)
+
+        def timed(*a: Any, **k: Any) -> Any:
+            s, f = time.perf_counter(), _minflt()
+            try:
+                r = fn(*a, **k)
+            finally:
+                t[key] = t.get(key, 0.0) + time.perf_counter() - s
+                faults[key] = faults.get(key, 0) + _minflt() - f
+            if keep is not None:
+                keep(r)
+            return r
+
+        setattr(mod, name, timed)
+
+    wrap(batch, "plan_batch", "plan")
+    wrap(weights, "load_model", "load_model", keep=lambda r: captured.setdefault("module", r.module))
+    wrap(weights, "sha256_file", "sha256")
+    wrap(batch, "read_photo", "decode")
+    wrap(batch, "encode_photo", "encode")
+    wrap(batch, "atomic_write", "write")
+    wrap(api, "deblur_array", "process")
+    wrap(runtime, "run_engine", "run_engine")
+    wrap(runtime, "auto_tile", "auto_tile")
+    wrap(tone, "lock_tone", "tone_lock")
+    s = time.perf_counter()
+    sys.argv = ["defocus", "deblur", photo, "-o", out, "--overwrite", "--model", engine]
+    code: Any = None
+    try:
+        main()  # the console script's entry point, as a user runs it
+    except SystemExit as e:
+        code = e.code
+    t["command"] = time.perf_counter() - s
+    t["run_engine_command"] = t.get("run_engine", 0.0)
+    t["forward"] = t["run_engine_command"] - t.get("auto_tile", 0.0)
+    t["process_rest"] = t.get("process", 0.0) - t["run_engine_command"] - t.get("tone_lock", 0.0)
+    t["other"] = t["command"] - sum(t.get(k, 0.0) for k in ("plan", "load_model", "decode", "process", "encode",
+                                                              "write"))
+    cold_faults = faults.get("run_engine", 0)
+    # the same photo again in this warm process: the network alone
+    from defocus_cli.photo_io import read_photo
+
+    ph = read_photo(photo)
+    x = torch.from_numpy(ph.pixels.transpose(2, 0, 1).copy())[None]
+    module = captured["module"]
+    prec = devices.resolve_precision("auto", module, torch.device("cpu"))
+    warm_s, warm_faults = [], []
+    for _ in range(warm):
+        f, s = _minflt(), time.perf_counter()
+        runtime.run_engine(module, x, device="cpu", precision=prec, tile="auto")
+        warm_s.append(time.perf_counter() - s)
+        warm_faults.append(_minflt() - f)
+    fw = C.median(warm_s)
+    return {
+        "engine": engine, "exit_code": code, "seconds": t, "forward_warm": fw, "forward_warm_runs": warm_s,
+        "first_call": t["forward"] - fw, "minor_faults": {"forward_cold": cold_faults, "forward_warm": warm_faults,
+                                                          **{k: v for k, v in faults.items() if k != "run_engine"}},
+        "threads": torch.get_num_threads(), "peak_rss_mb": C.peak_rss_mb(), "t_first": T_FIRST,
+        "t_last": time.time(),
+    }
+
+
+def _defocus_cmd() -> list[str]:
+    script = Path(sys.executable).parent / "defocus"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "defocus_cli"]
+
+
+def _wall(cmd: list[str], reps: int) -> list[float]:
+    out = []
+    for _ in range(reps):
+        s = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        out.append(time.perf_counter() - s)
+    return out
+
+
+def make_photo(path: Path, width: int, height: int) -> None:
+    """Write the bench photo (:func:`_common.load_photo`) as an 8-bit PNG."""
+    import cv2
+    import numpy as np
+
+    arr = C.load_photo(width, height)[0].permute(1, 2, 0).numpy()
+    cv2.imwrite(str(path), np.ascontiguousarray((arr[..., ::-1] * 255 + 0.5).astype(np.uint8)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--child")
+    ap.add_argument("--photo", help="input photo (default: the bench photo at --size)")
+    ap.add_argument("--output")
+    ap.add_argument("--engines", default="sftnet,ifan")
+    ap.add_argument("--size", default="1680x1120", help="WxH of the generated photo")
+    ap.add_argument("--reps", type=int, default=3, help="whole-command runs timed from outside (median)")
+    ap.add_argument("--warm", type=int, default=2, help="warm forwards after the command (median)")
+    ap.add_argument("--out", default="overhead")
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.photo, args.output, args.warm)))
+        return
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
+    photo = Path(args.photo) if args.photo else tmp / "photo.png"
+    if not args.photo:
+        w, h = (int(v) for v in args.size.lower().split("x"))
+        make_photo(photo, w, h)
+    out = tmp / "out.png"
+    env = dict(os.environ, PYTHONPATH=str(C.ROOT))
+    floor = C.median(_wall([sys.executable, "-c", "pass"], 3))
+    rows, results = [], []
+    for engine in [e for e in args.engines.split(",") if e]:
+        spawn = time.time()
+        proc = subprocess.run([sys.executable, __file__, "--child", engine, "--photo", str(photo), "--output",
+                               str(out), "--warm", str(args.warm)], capture_output=True, text=True, env=env)
+        reaped = time.time()
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            print(f"# {engine}: child failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}", file=sys.stderr)
+            continue
+        r = json.loads(lines[-1])
+        r["seconds"]["start"] = r["t_first"] - spawn
+        r["seconds"]["exit"] = reaped - r["t_last"]
+        walls = _wall([*_defocus_cmd(), "deblur", str(photo), "-o", str(out), "--overwrite", "--model", engine],
+                      args.reps)
+        r["wall_runs"] = walls
+        r["wall"] = C.median(walls)
+        fw = r["forward_warm"]
+        r["overhead"] = r["wall"] - fw
+        r["target_s"] = 1.25 * fw + 1.0
+        r["meets_target"] = r["wall"] <= r["target_s"]
+        results.append(r)
+        s = r["seconds"]
+        rows.append({"engine": engine, "wall": r["wall"], "forward_warm": fw, "overhead": r["overhead"],
+                     "target": r["target_s"], "ok": "yes" if r["meets_target"] else "no",
+                     **{k: s.get(k) for k in PHASES}, "first_call": r["first_call"], "rss_mb": r["peak_rss_mb"]})
+    print(f"# one {args.size} photo, `defocus deblur photo.png -o out.png`; `python -c pass` {floor:.2f} s; "
+          f"threads {results[0]['threads'] if results else '?'}\n")
+    print(C.table(rows, ["engine", "wall", "forward_warm", "overhead", "target", "ok", "first_call", "rss_mb"]))
+    print()
+    print(C.table(rows, ["engine", *PHASES]))
+    path = C.write_json(args.out, {"machine": C.machine(), "size": args.size, "python_floor_s": floor,
+                                   "results": results})
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
