@@ -134,7 +134,9 @@ def deblur_array(
     module = _module_of(model)
     dev = device if isinstance(device, torch.device) else devices.resolve_device(str(device))
     prec = devices.resolve_precision(precision, module, dev)
-    x = torch.from_numpy(np.ascontiguousarray(px.transpose(2, 0, 1)))[None]
+    # one private copy, already in the channels_last layout the runtime feeds the engine (an HWC array is
+    # channels_last NCHW): no CHW copy first and no second copy back to channels_last for the whole image
+    x = torch.from_numpy(px).permute(2, 0, 1)[None].clone(memory_format=torch.channels_last)
     t = parse_tile(tile)
     y = runtime.run_engine(module, x, device=dev, precision=prec, tile=t, overlap=overlap, info=info)
     if tta:

@@ -71,3 +71,38 @@ def test_cli_bad_strength_exits_2_in_one_line_before_loading(tmp_path: Path, use
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: --strength"), r.stderr
     assert calls == [] and not (tmp_path / "a_sharp.png").exists()
+
+
+def test_deblur_array_gives_the_engine_one_private_channels_last_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runtime gets the image as a channels_last tensor (its own layout, so it makes no second copy for
+    the whole image) that is not the caller's memory: an engine writing into its input leaves ``pixels`` alone."""
+    import torch
+
+    from defocus_cli import runtime
+
+    seen: list[bool] = []
+    given: list[bool] = []
+    real = runtime.run_engine
+
+    def spy(module: torch.nn.Module, x: torch.Tensor, **kw: object) -> torch.Tensor:
+        given.append(x.is_contiguous(memory_format=torch.channels_last))
+        return real(module, x, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runtime, "run_engine", spy)
+
+    class Scribbler(torch.nn.Module):
+        multiple_of, receptive_field, safe_precisions = 1, 0, ("fp32",)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.is_contiguous(memory_format=torch.channels_last))
+            out = x.clone()
+            x.mul_(0.0)  # misbehaves on purpose
+            return out
+
+    rng = np.random.default_rng(0)
+    pixels = rng.random((12, 20, 3), dtype=np.float32)
+    before = pixels.copy()
+    out = deblur_array(pixels, Scribbler().eval(), tile=0)
+    assert given == [True] and seen == [True]
+    np.testing.assert_array_equal(pixels, before)
+    np.testing.assert_array_equal(out, before)
