@@ -9,7 +9,8 @@ Supported sources (layouts from the upstream save code, see the project's archit
 
 Checkpoints are read with ``torch.load(weights_only=True, map_location="cpu")`` only: a pickle that would run
 code (``__reduce__`` to ``os.system`` and the like) is refused, never executed. The kept tensors must match the
-architecture's state dict exactly (names and shapes; :data:`defocus_cli.registry.ARCHS` gives the class) and are
+architecture's state dict exactly (names and shapes; the arch table, :mod:`defocus_cli.archs.table`, gives the
+class and the key prefixes to drop and to strip) and are
 loaded into it strictly before the file is written. The output is written atomically (temporary file in the same
 folder, then ``os.replace``) with the metadata convention ``{"arch", "producer", "source", ...}``.
 
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from defocus_cli import registry
 from defocus_cli._version import __version__
+from defocus_cli.archs.table import ARCH_SPECS, Converter, convertible
 from defocus_cli.errors import InputError, OutputError, UsageError
 from defocus_cli.safe_io import Target, atomic_write, check_targets, is_regular_file
 from defocus_cli.weights import sha256_file, state_dict_mismatch
@@ -36,22 +38,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-ConvertArch = Literal["ifan", "defocusgan", "defocusgan-map"]
-#: Architectures ``convert_checkpoint`` knows an official checkpoint layout for.
-CONVERTIBLE: tuple[str, ...] = ("ifan", "defocusgan", "defocusgan-map")
-
-# Per arch: key prefixes that mark training-only tensors (dropped), and prefixes stripped from the rest
-# (the first one that applies, longest first). Unprefixed keys are accepted as they are.
-_DROP: dict[str, tuple[str, ...]] = {
-    "ifan": ("module.reblurNet.", "reblurNet."),
-    "defocusgan": (),
-    "defocusgan-map": (),
-}
-_STRIP: dict[str, tuple[str, ...]] = {
-    "ifan": ("module.Network.", "Network.", "module."),
-    "defocusgan": ("module.",),
-    "defocusgan-map": ("module.",),
-}
 _NESTED = ("state_dict", "params", "params_ema", "model", "net")
 _SHOW = 4
 
@@ -126,12 +112,13 @@ def extract_state_dict(obj: Any, arch: str, source_name: str = "checkpoint") -> 
     if state is None:
         found = ", ".join(sorted(map(str, obj.keys()))[:8])
         raise InputError(f"{source_name} holds no state dict of tensors (top-level keys: {found or 'none'})")
+    layout = _converter(arch)
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         key = str(key)
-        if key.startswith(_DROP[arch]):
+        if key.startswith(layout.drop):
             continue
-        for prefix in _STRIP[arch]:
+        for prefix in layout.strip:
             if key.startswith(prefix):
                 key = key[len(prefix) :]
                 break
@@ -171,7 +158,7 @@ def check_state_dict(state: Mapping[str, "torch.Tensor"], module: "torch.nn.Modu
 def guess_arch(state: Mapping[str, Any]) -> str | None:
     """The convertible arch whose official key names best overlap ``state``'s (after prefix stripping), if any."""
     best, best_score = None, 0.0
-    for arch in CONVERTIBLE:
+    for arch in convertible():
         try:
             expected = set(_build(arch).state_dict())
         except Exception:  # noqa: BLE001 - an arch not installed cannot be the answer
@@ -181,6 +168,18 @@ def guess_arch(state: Mapping[str, Any]) -> str | None:
         if score > best_score:
             best, best_score = arch, score
     return best if best_score >= 0.5 else None
+
+
+def _converter(arch: str) -> Converter:
+    """The official checkpoint layout of ``arch`` (its arch table row's :attr:`~ArchSpec.converter`).
+
+    Raises:
+        UsageError: ``arch`` has none.
+    """
+    row = ARCH_SPECS.get(arch)
+    if row is None or row.converter is None:
+        raise UsageError(f"--arch {arch!r} cannot be converted; expected one of {', '.join(convertible())}")
+    return row.converter
 
 
 def _build(arch: str) -> "torch.nn.Module":
@@ -215,7 +214,8 @@ def convert_checkpoint(
     Args:
         src: the upstream file (``IFAN.pytorch``, ``90_models.pth``, ``25_models.pth``).
         dst: the ``.safetensors`` file to write (replaced atomically if it exists and ``overwrite``).
-        arch: ``"ifan"``, ``"defocusgan"`` or ``"defocusgan-map"``.
+        arch: an arch table key with a converter (:func:`defocus_cli.archs.table.convertible`: ``"ifan"``,
+            ``"defocusgan"``, ``"defocusgan-map"``).
         dtype: floating-point storage of the output, ``"fp32"`` (default) or ``"fp16"``.
         overwrite: replace an existing ``dst``; if False an existing ``dst`` is a :class:`UsageError`.
 
@@ -231,8 +231,7 @@ def convert_checkpoint(
     """
     import torch
 
-    if arch not in CONVERTIBLE:
-        raise UsageError(f"--arch {arch!r} cannot be converted; expected one of {', '.join(CONVERTIBLE)}")
+    _converter(arch)  # an arch without an official checkpoint layout is refused here
     if dtype not in ("fp32", "fp16"):
         raise UsageError(f"dtype {dtype!r}; expected fp32 or fp16")
     src_p, dst_p = Path(src), Path(dst)

@@ -16,7 +16,8 @@ Registry file format (JSON)::
                  "size": 123, "license": "...", "summary": "...", "card": "ifan.md", "config": {}}]}
 
 ``arch`` is a key of :data:`ARCHS` (the same value as the ``"arch"`` safetensors metadata) or a
-full ``"module:Class"`` string.
+full ``"module:Class"`` string. The architectures themselves are rows of the arch table
+(:mod:`defocus_cli.archs.table`); :data:`ARCHS` and :data:`ARCH_TASKS` are read-only views of it.
 """
 
 from __future__ import annotations
@@ -25,32 +26,27 @@ import importlib
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
+from defocus_cli.archs.table import ARCH_SPECS, TASKS, ArchSpec, TableView, Task, key_of_target
 from defocus_cli.errors import UsageError, WeightsError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-Task = Literal["deblur", "map"]
-TASKS: tuple[str, ...] = ("deblur", "map")
-
 REGISTRY_FILE = Path(__file__).with_name("models.json")
 """The shipped registry data file."""
 
-# Architectures by the names used on the command line (``models convert --arch``, ``train``) and in
-# the ``"arch"`` safetensors metadata of every weight file.
-ARCHS: dict[str, str] = {
-    "ifan": "defocus_cli.archs.ifan:IFAN",
-    "defocusgan": "defocus_cli.archs.defocusgan:DefocusGAN",
-    "defocusgan-map": "defocus_cli.archs.defocusgan_map:DefocusMapNet",
-    "sftnet": "defocus_cli.archs.sftnet:SFTNet",
-}
+ARCHS: Mapping[str, str] = TableView(lambda row: row.target)
+"""``"module:Class"`` of each architecture by key (the names used on the command line, ``models convert
+--arch`` and ``train``, and in the ``"arch"`` safetensors metadata of every weight file). A read-only view of
+:data:`defocus_cli.archs.table.ARCH_TABLE`."""
 
-ARCH_TASKS: dict[str, Task] = {"ifan": "deblur", "defocusgan": "deblur", "defocusgan-map": "map", "sftnet": "deblur"}
-"""Task of each architecture key (what kind of model a user's own weight file is)."""
+ARCH_TASKS: Mapping[str, Task] = TableView(lambda row: row.task)
+"""Task of each architecture key (what kind of model a user's own weight file is); a view of the arch table."""
 
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -94,10 +90,7 @@ class ModelSpec:
     @property
     def arch_key(self) -> str:
         """The :data:`ARCHS` key of :attr:`arch` (e.g. ``"ifan"``), or :attr:`arch` itself if unlisted."""
-        for key, target in ARCHS.items():
-            if target == self.arch:
-                return key
-        return self.arch
+        return key_of_target(self.arch) or self.arch
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict in the registry file format (``arch`` as an :data:`ARCHS` key where possible)."""
@@ -207,6 +200,11 @@ def default_model(task: Task = "deblur") -> str:
             f"no trained {task} model is registered in this build; pass your own file with --weights FILE.safetensors"
         )
     return candidates[0]
+
+
+def arch_spec(key: str) -> ArchSpec | None:
+    """The arch table row of ``key`` (an :data:`ARCHS` key), or ``None`` for a key the table lacks."""
+    return ARCH_SPECS.get(key)
 
 
 def load_class(arch: str) -> type:

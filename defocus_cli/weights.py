@@ -461,34 +461,24 @@ def _state_dict_errors(module: "torch.nn.Module", state: dict[str, Any]) -> str 
     return "; ".join(parts) or None
 
 
-#: Constructor settings a weights file's ``config`` metadata may set, per architecture: ``key -> (kind, lo,
-#: hi)``; ``kind`` is ``"int"``, ``"float"`` (``None`` allowed) or ``"ints"`` (a list of ints, each in range).
-#: Anything else is refused before a network is built, so a file cannot make us allocate an absurd network
-#: or call a constructor with arguments it does not take.
-CONFIG_RULES: dict[str, dict[str, tuple[str, float, float]]] = {
-    "ifan": {"ch": ("int", 1, 256), "n_iters": ("int", 1, 64), "filter_size": ("int", 1, 15),
-             "res_num": ("int", 1, 16), "coc_per_dme": ("float", -1e4, 1e4)},
-    "sftnet": {"ch": ("int", 1, 256), "n_blocks": ("int", 1, 64), "cond_ch": ("int", 1, 256),
-               "map_ch": ("int", 1, 256), "map_blocks": ("int", 1, 64)},
-    "defocusgan": {"channels": ("int", 1, 256), "kernel_sizes": ("ints", 1, 31)},
-    "defocusgan-map": {"channels": ("int", 1, 256), "kernel_sizes": ("ints", 1, 31)},
-}
-
-
 def validate_config(arch: str, config: Mapping[str, Any], source: str | Path) -> dict[str, Any]:
-    """Check a weights file's ``config`` metadata against :data:`CONFIG_RULES` and return it as a dict.
+    """Check a weights file's ``config`` metadata against the settings the arch table allows for ``arch``
+    (:attr:`defocus_cli.archs.table.ArchSpec.config`) and return it as a dict. Anything else is refused before
+    a network is built, so a file cannot make us allocate an absurd network or call a constructor with
+    arguments it does not take.
 
     Raises:
         WeightsError: a key the architecture does not take, a value of the wrong type or out of range.
     """
-    rules = CONFIG_RULES.get(arch, {})
+    row = registry.arch_spec(arch)
+    rules = row.config if row is not None else {}
     out: dict[str, Any] = {}
     for key, value in config.items():
         if key not in rules:
             allowed = ", ".join(rules) or "none"
             raise WeightsError(f"{source}: its 'config' metadata has key {key!r}, which the {arch!r} network does "
                                f"not take (allowed: {allowed}); fix or remove the metadata")
-        kind, lo, hi = rules[key]
+        kind, lo, hi = rules[key].kind, rules[key].lo, rules[key].hi
         values = value if kind == "ints" and isinstance(value, list) else [value]
         if kind == "ints" and (not isinstance(value, list) or not 1 <= len(value) <= 16):
             raise WeightsError(f"{source}: config {key} must be a list of 1-16 integers, got {value!r}")
@@ -563,7 +553,8 @@ def load_model(
     Args:
         name: registry name; ``None`` → the task's default model (unless ``weights_file`` is given).
         weights_file: a user's own ``.safetensors`` file (trusted explicitly; arch from its metadata).
-            When ``name`` is given too, that entry's constructor config is used if the archs agree.
+            When ``name`` is given too, that entry's constructor config is used if the archs agree; ``name`` may
+            also be an architecture key (:data:`registry.ARCHS`), which must then be the file's own.
         task: ``"deblur"`` or ``"map"``; the model must be of this task.
 
     Returns:
@@ -572,7 +563,7 @@ def load_model(
         its defocus-map scale ``dme_to_coc`` from it).
 
     Raises:
-        UsageError: unknown model name, or a model of another task.
+        UsageError: unknown model name, a model of another task, or an architecture name not the file's.
         WeightsError: weights unavailable, corrupt, without arch metadata, not matching the network, or with
             metadata the network rejects.
     """
@@ -594,7 +585,10 @@ def load_model(
             if not isinstance(parsed, dict):
                 raise WeightsError(f"{path}: its 'config' metadata is not a JSON object") from None
             config = validate_config(arch, parsed, path)
-        if name is not None:
+        if name is not None and name not in registry.names() and name in registry.ARCHS:
+            if name != arch:  # an architecture name: it must be the file's own
+                raise UsageError(f"{path} holds a {arch!r} network, not {name!r}")
+        elif name is not None:
             named = registry.get_spec(name)
             if named.arch_key == arch:
                 spec, config = named, dict(named.config)

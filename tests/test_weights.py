@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from defocus_cli import registry, weights
+from defocus_cli.archs import table
 from defocus_cli.errors import UsageError, WeightsError
 from hubserver import HubEnv, tiny_weight_bytes
 
@@ -40,6 +41,13 @@ def _tiny_file(path: Path, *, arch: str | None = "tiny", extra_key: bool = False
     return path.read_bytes()
 
 
+def _add_arch(monkeypatch: pytest.MonkeyPatch, key: str = "tiny", cls: str = "TinyNet") -> None:
+    """Add a stand-in deblur architecture ``key`` (this module's ``cls``) to the arch table for one test."""
+    row = table.ArchSpec(key=key, target=f"{__name__}:{cls}", task="deblur", multiple_of=1, receptive_field=0,
+                         safe_precisions=("fp32",))
+    monkeypatch.setitem(table._BY_KEY, key, row)
+
+
 def _sync(env: HubEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     models, defaults = registry.read_registry(env.registry_path)
     monkeypatch.setattr(registry, "MODELS", models)
@@ -49,8 +57,7 @@ def _sync(env: HubEnv, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def hubenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Two tiny registered models (alpha: deblur, default; beta: map) served on 127.0.0.1."""
-    monkeypatch.setitem(registry.ARCHS, "tiny", f"{__name__}:TinyNet")
-    monkeypatch.setitem(registry.ARCH_TASKS, "tiny", "deblur")
+    _add_arch(monkeypatch)
     env = HubEnv(tmp_path)
     env.add_model("alpha", tiny_weight_bytes("ifan", seed=1), default=True)
     env.add_model("beta", tiny_weight_bytes("defocusgan-map", seed=2), arch="defocusgan-map", task="map")
@@ -229,8 +236,7 @@ def test_default_model_and_task_checks(hubenv: HubEnv, tmp_path: Path, monkeypat
 
 
 def test_load_users_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(registry.ARCHS, "tiny", f"{__name__}:TinyNet")
-    monkeypatch.setitem(registry.ARCH_TASKS, "tiny", "deblur")
+    _add_arch(monkeypatch)
     f = tmp_path / "mine.safetensors"
     _tiny_file(f, seed=5)
     m = weights.load_model(weights_file=f)
@@ -259,8 +265,7 @@ def test_load_takes_the_files_tensors_and_builds_for_real_when_the_file_lacks_on
     from safetensors.torch import load_file
 
     for arch, cls in (("tiny", "TinyNet"), ("tinybuf", "BufferNet")):
-        monkeypatch.setitem(registry.ARCHS, arch, f"{__name__}:{cls}")
-        monkeypatch.setitem(registry.ARCH_TASKS, arch, "deblur")
+        _add_arch(monkeypatch, arch, cls)
     f = tmp_path / "half.safetensors"
     g = torch.Generator().manual_seed(7)
     state = {"conv.weight": torch.randn(3, 3, 1, 1, generator=g), "conv.bias": torch.randn(3, generator=g)}
@@ -285,8 +290,7 @@ def test_load_takes_the_files_tensors_and_builds_for_real_when_the_file_lacks_on
      ("extra-key", "unexpected keys: head.weight"), ("missing", "not found")],
 )
 def test_users_file_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, message: str) -> None:
-    monkeypatch.setitem(registry.ARCHS, "tiny", f"{__name__}:TinyNet")
-    monkeypatch.setitem(registry.ARCH_TASKS, "tiny", "deblur")
+    _add_arch(monkeypatch)
     f = tmp_path / "mine.safetensors"
     if kind == "no-arch":
         _tiny_file(f, arch=None)

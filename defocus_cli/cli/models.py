@@ -14,6 +14,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from defocus_cli.archs.table import convertible
 from defocus_cli.cli._common import guarded, setup_logging, stderr_console
 
 models_app = typer.Typer(
@@ -222,7 +223,7 @@ def verify(
 def convert(
     src: Annotated[Path, typer.Argument(help="Upstream checkpoint (.pth/.pytorch), read with weights_only=True.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Destination .safetensors file.")],
-    arch: Annotated[str, typer.Option("--arch", help="Architecture: ifan | defocusgan | defocusgan-map.")],
+    arch: Annotated[str, typer.Option("--arch", help=f"Architecture: {' | '.join(convertible())}.")],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace DST if it exists.")] = False,
     fp16: Annotated[
         bool, typer.Option("--fp16", help="Store floating-point tensors as float16 (half the size).")

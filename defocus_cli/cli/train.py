@@ -10,9 +10,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from defocus_cli.archs.table import trainable
 from defocus_cli.cli._common import guarded, setup_logging, stderr_console
 
-MODELS = ("sftnet", "ifan", "defocusgan", "defocusgan-map")
+MODELS: tuple[str, ...] = trainable()
+"""The architectures ``defocus train`` accepts: the arch table's rows with a trainer."""
 
 
 def parse_settings(items: list[str]) -> dict[str, object]:

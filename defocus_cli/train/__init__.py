@@ -1,8 +1,8 @@
 """Trainers for the engines: one module per model, ``defocus_cli.train.<module>.train(opts) -> dict``.
 
 ``defocus train MODEL`` builds a :class:`TrainOptions` and calls :func:`run`, which imports the trainer of
-``MODEL`` (``sftnet`` → :mod:`.sftnet`, ``ifan`` → :mod:`.ifan`, ``defocusgan`` / ``defocusgan-map`` →
-:mod:`.defocusgan`) and returns its summary dict (``steps``, ``best`` validation scores, ``out`` path).
+``MODEL`` named by the arch table (:data:`TRAINERS`: ``sftnet`` → :mod:`.sftnet`, ``ifan`` → :mod:`.ifan`,
+``defocusgan`` / ``defocusgan-map`` → :mod:`.defocusgan`) and returns its summary dict (``steps``, ``best`` validation scores, ``out`` path).
 
 Shared pieces: :mod:`.common` (run folders, checkpoints, logs, LFDOF validation, export),
 :mod:`.sources` (batch streams), :mod:`.losses`.
@@ -11,18 +11,17 @@ Shared pieces: :mod:`.common` (run folders, checkpoints, logs, LFDOF validation,
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from defocus_cli.archs.table import TableView
 from defocus_cli.errors import UsageError
 
-TRAINERS: dict[str, str] = {
-    "sftnet": "defocus_cli.train.sftnet",
-    "ifan": "defocus_cli.train.ifan",
-    "defocusgan": "defocus_cli.train.defocusgan",
-    "defocusgan-map": "defocus_cli.train.defocusgan",
-}
+TRAINERS: Mapping[str, str] = TableView(lambda row: str(row.trainer), keep=lambda row: row.trainer is not None)
+"""Trainer module of each trainable architecture key: a read-only view of the arch table
+(:attr:`defocus_cli.archs.table.ArchSpec.trainer`)."""
 
 
 @dataclass

@@ -146,7 +146,9 @@ def map_figure(model: torch.nn.Module, test: dict[str, torch.Tensor], out: str |
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Score trained weights for a model card.")
-    p.add_argument("--arch", required=True, choices=("ifan", "defocusgan", "defocusgan-map", "sftnet"))
+    from defocus_cli.archs.table import ARCH_SPECS
+
+    p.add_argument("--arch", required=True, choices=tuple(ARCH_SPECS))
     p.add_argument("--weights", required=True)
     p.add_argument("--json", required=True)
     p.add_argument("--lfdof", default=None)
