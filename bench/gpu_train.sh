@@ -118,9 +118,10 @@ if want sftnet; then
     SFT_INIT=()
     [ -f weights/sftnet.safetensors ] && SFT_INIT=(--init weights/sftnet.safetensors)
     # the camera-true data and recipe of the CPU campaign (issue 12), with larger patches and batches
-    launch sftnet "${A[@]}" "${SFT_INIT[@]}" --batch "$SFT_BATCH" --lr 2e-4 \
-        --set coc_px=16 --set in_focus_prob=0.25 --set highlight_prob=0.3 --set grid=2 --set fft_weight=0.1 \
-        --set ema=0.999 --set tone_sigma=32 --set 'stages=[0,0.5,0.5]' --set warmup=100 --set progress_every=25 \
+    launch sftnet "${A[@]}" "${SFT_INIT[@]}" --batch "$SFT_BATCH" --lr 1e-4 \
+        --set coc_px=20 --set in_focus_prob=0.1 --set min_blur_fraction=0.3 --set noise_scale=0.5 \
+        --set highlight_prob=0.3 --set grid=2 --set fft_weight=0.1 \
+        --set ema=0.999 --set tone_sigma=32 --set 'stages=[0,0,1]' --set warmup=100 --set progress_every=25 \
         --set "syn_val_n=$SYN_VAL_N"
 fi
 if want ifan; then
@@ -128,11 +129,11 @@ if want ifan; then
     IFAN_INIT=()
     [ -f weights/ifan.safetensors ] && IFAN_INIT=(--init weights/ifan.safetensors)
     launch ifan "${A[@]}" "${IFAN_INIT[@]}" --batch "$BATCH" --lr 1e-4 \
-        --set coc_px=16 --set in_focus_prob=0.25 --set highlight_prob=0.3
+        --set coc_px=20 --set in_focus_prob=0.1 --set highlight_prob=0.3
 fi
 if want defocusgan; then  # identity init: no shipped DefocusGAN weights
     mapfile -t A < <(common_args defocusgan "${STEPS:-2000}")
-    launch defocusgan "${A[@]}" --batch "$BATCH" --set coc_px=16 --set in_focus_prob=0.25 --set highlight_prob=0.3
+    launch defocusgan "${A[@]}" --batch "$BATCH" --set coc_px=20 --set in_focus_prob=0.1 --set highlight_prob=0.3
 fi
 
 FAILED=0
