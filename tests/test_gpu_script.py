@@ -89,7 +89,7 @@ def test_dry_run_trains_all_three_and_resumes(tiny_data: tuple[Path, Path], tmp_
         assert f"train {m} " in head and "--device cpu" in head and "save_every_s=60" in head and "minutes=1" in head
         assert "--resume" not in head
     sft_head = (out / "sftnet" / "train.log").read_text()
-    assert "--init weights/sftnet.safetensors" in sft_head and "coc_px=16" in sft_head and "tone_sigma=32" in sft_head
+    assert "--init weights/sftnet.safetensors" in sft_head and "coc_px=20" in sft_head and "tone_sigma=32" in sft_head
     assert "--init weights/ifan.safetensors" in (out / "ifan" / "train.log").read_text()
     assert _weights_state() == shipped  # exports go to OUTDIR, never to weights/
 
