@@ -224,3 +224,14 @@ def test_shared_photos_hold_out_ten_percent() -> None:
     train, test = photo_split(SHARED / "data" / "sharp")
     assert len(test) == round(0.1 * (len(train) + len(test)))
     assert len(train) + len(test) >= 300
+
+
+def test_noise_scale_scales_the_noise() -> None:
+    crop, m = _crop(6, 48, 4.0)
+    clean = synthesize(crop, m, np.random.default_rng(9), SynthParams(max_coc=4.0, noise=False))
+    amp = []
+    for k in (0.0, 0.5, 1.0):
+        s = synthesize(crop, m, np.random.default_rng(9), SynthParams(max_coc=4.0, noise_scale=k))
+        amp.append(float((s["blur"] - clean["blur"]).abs().mean()))
+    assert amp[0] < 1e-6 < amp[1] < amp[2]
+    assert 0.3 < amp[1] / amp[2] < 0.7  # roughly proportional (the tone curve bends it a little)
