@@ -167,3 +167,23 @@ def test_evaluate_for_card_reports_input_and_output(tmp_path: Path) -> None:
     # the untrained SFT-net is the identity, so output and input scores agree
     assert abs(lf["psnr"] - lf["input_psnr"]) < 0.2 and abs(syn["lpips"] - syn["input_lpips"]) < 0.02
     assert syn["map_mae_px"] >= 0
+
+
+def test_exports_and_checkpoints_take_any_legal_name_and_leave_no_temp(tmp_path) -> None:  # noqa: ANN001
+    import torch
+
+    from defocus_cli.train.common import atomic_save, export_safetensors
+
+    name = "w" * 240 + ".safetensors"  # 252 bytes: legal, but '<name>.tmp' would not be
+    out = export_safetensors(torch.nn.Linear(2, 2), tmp_path / name, arch="sftnet", steps=3)
+    assert out.is_file() and out.name == name
+    atomic_save({"step": 1}, tmp_path / ("c" * 250 + ".pt"))
+    assert sorted(p.name[:1] for p in tmp_path.iterdir()) == ["c", "w"]  # nothing else, no temporary file
+
+    class Boom:
+        def __reduce__(self):  # noqa: ANN204
+            raise RuntimeError("cannot pickle")
+
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        atomic_save({"x": Boom()}, tmp_path / "bad.pt")
+    assert not (tmp_path / "bad.pt").exists() and len(list(tmp_path.iterdir())) == 2

@@ -101,12 +101,11 @@ def module_device(module: Any) -> torch.device:
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` via a temporary file and rename (never a half-written checkpoint)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` to ``path`` through :func:`defocus_cli.safe_io.atomic_write` (short temporary name,
+    fsync, rename; the temporary file is removed on any failure): never a half-written checkpoint."""
+    from defocus_cli.safe_io import atomic_write
+
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -272,13 +271,13 @@ def export_safetensors(module: torch.nn.Module | dict[str, torch.Tensor], out: s
                for k, v in sd.items()}
     md = {"arch": arch, "producer": f"defocus_cli {__version__}", "source": "trained", "steps": str(steps)}
     md.update({k: (v if isinstance(v, str) else json.dumps(v)) for k, v in meta.items()})
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=md)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out)
-    return out
+    from defocus_cli.safe_io import atomic_write
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata=md)
+        os.chmod(tmp, 0o644)
+
+    return atomic_write(out, write)
 
 
 def psnr_t(pred: torch.Tensor, target: torch.Tensor) -> float:
