@@ -7,7 +7,8 @@
 2. **A figure**: synthetic samples (blurred | sharp) beside real dpdd_val crops (input | target) at the same
    scale, ``weights/figures/camera_true_samples.png``.
 
-Usage: ``python bench/camera_true_figures.py [--samples 48] [--out camera_true]`` (prints the histograms and
+Usage: ``python bench/camera_true_figures.py [--samples 48] [--out camera_true] [--coc-px 20]
+[--in-focus-prob 0.1] [--min-blur-fraction 0.3] [--noise-scale 0.5]`` (defaults: the c2 campaign's data) (prints the histograms and
 writes JSON under bench/results/).
 """
 
@@ -61,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=48, help="synthetic samples (192 px) to measure")
     ap.add_argument("--out", default="camera_true")
+    ap.add_argument("--coc-px", type=float, default=20.0)
+    ap.add_argument("--in-focus-prob", type=float, default=0.1)
+    ap.add_argument("--min-blur-fraction", type=float, default=0.3)
+    ap.add_argument("--noise-scale", type=float, default=0.5)
     ap.add_argument("--figure", type=Path, default=ROOT / "weights" / "figures" / "camera_true_samples.png")
     a = ap.parse_args(argv)
     import torch
@@ -76,13 +81,16 @@ def main(argv: list[str] | None = None) -> int:
         r = patch_radii(inp, tgt)
         all_real += r
         per_image[name] = {"median": float(np.median(r)) if r else None, **binned(r)}
-    ds = SyntheticDP(SHARED / "data" / "sharp", patch=192, seed=5, split="test", coc_px=16, in_focus_prob=0.25,
-                     highlight_prob=0.3)
+    ds = SyntheticDP(SHARED / "data" / "sharp", patch=192, seed=5, split="test", coc_px=a.coc_px,
+                     in_focus_prob=a.in_focus_prob, highlight_prob=0.3, min_blur_fraction=a.min_blur_fraction,
+                     noise_scale=a.noise_scale)
     synth = [ds[i] for i in range(a.samples)]
     all_syn: list[int] = []
     for s in synth:
         all_syn += patch_radii(s["blur"].permute(1, 2, 0).numpy(), s["sharp"].permute(1, 2, 0).numpy())
-    res = {"dpdd_val": binned(all_real), "synthetic": binned(all_syn), "per_image": per_image,
+    res = {"settings": {"coc_px": a.coc_px, "in_focus_prob": a.in_focus_prob,
+                        "min_blur_fraction": a.min_blur_fraction, "noise_scale": a.noise_scale},
+           "dpdd_val": binned(all_real), "synthetic": binned(all_syn), "per_image": per_image,
            "patches": {"dpdd_val": len(all_real), "synthetic": len(all_syn)},
            "median": {"dpdd_val": float(np.median(all_real)), "synthetic": float(np.median(all_syn))}}
     print("| radius (px) | " + " | ".join(res["dpdd_val"]) + " | median |")
