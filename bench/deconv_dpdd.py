@@ -14,23 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("DEFOCUS_SHARED", ROOT.parent / "shared"))
+from _common import SHARED, psnr  # noqa: E402  (bench/_common.py puts the repository on sys.path)
+
 DATA = SHARED / "data" / "dpdd_val"
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR (dB) of ``a`` against ``b``, both float in [0, 1]."""
-    return float(10 * np.log10(1.0 / max(float(np.mean((a.astype(np.float64) - b) ** 2)), 1e-12)))
 
 
 def main() -> None:
