@@ -19,7 +19,8 @@ import time
 
 import numpy as np
 
-from _common import SHARED, psnr  # noqa: E402  (bench/_common.py puts the repository on sys.path)
+from _common import ROOT, SHARED  # noqa: E402  (bench/_common.py puts the repository on sys.path)
+from defocus_cli.metrics import psnr  # noqa: E402  (the one PSNR; numpy, [0, 1])
 
 DATA = SHARED / "data" / "dpdd_val"
 
