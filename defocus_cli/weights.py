@@ -632,14 +632,14 @@ def load_model(
             raise WeightsError(f"{path} does not fit the {arch!r} network: {problem}")
         module.load_state_dict(state, strict=True)
     # settings a file records beside its tensors (e.g. IFAN's CoC-per-DME factor of its defocus map)
+    # settings a file records beside its tensors: the arch's own (e.g. IFAN's CoC-per-DME factor), and the
+    # tone lock every arch may carry; the header is read once for both
+    meta = read_metadata(path)
     configure = getattr(module, "configure_from_metadata", None)
-    if callable(configure):
-        try:
-            configure(read_metadata(path))
-        except ValueError as e:
-            raise WeightsError(f"{path}: {e}") from None
     try:
-        sigma = tone_lock_sigma_from_metadata(read_metadata(path))
+        if callable(configure):
+            configure(meta)
+        sigma = tone_lock_sigma_from_metadata(meta)
     except ValueError as e:
         raise WeightsError(f"{path}: {e}") from None
     if sigma:
