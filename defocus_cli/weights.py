@@ -631,7 +631,6 @@ def load_model(
         if problem:
             raise WeightsError(f"{path} does not fit the {arch!r} network: {problem}")
         module.load_state_dict(state, strict=True)
-    # settings a file records beside its tensors (e.g. IFAN's CoC-per-DME factor of its defocus map)
     # settings a file records beside its tensors: the arch's own (e.g. IFAN's CoC-per-DME factor), and the
     # tone lock every arch may carry; the header is read once for both
     meta = read_metadata(path)
