@@ -590,8 +590,8 @@ def load_model(
                 raise UsageError(f"{path} holds a {arch!r} network, not {name!r}")
         elif name is not None:
             named = registry.get_spec(name)
-            if named.arch_key == arch:
-                spec, config = named, dict(named.config)
+            if named.arch_key == arch:  # the file's own config wins: it describes the tensors it holds
+                spec, config = named, (config or dict(named.config))
         digest = sha256_file(path)
         model_name = spec.name if spec is not None else path.stem
         cls = registry.load_class(arch)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,6 @@ from defocus_cli.train.common import (
     autocast,
     curriculum_patch,
     export_safetensors,
-    load_init,
     psnr_t,
     setup_torch,
     train_device,
@@ -62,7 +62,8 @@ class _Source:
         self.opts = opts
         self.device = device
         self.has_coc = True
-        self._synth: dict[int, Any] = {}
+        self._synth: dict[tuple[int, int], Any] = {}
+        self._pool: Any = None
         if opts.cache:
             self.ds = PatchCache(opts.cache, crop=opts.patch, augment=True, seed=opts.seed)
             self.kind = "cache"
@@ -82,20 +83,35 @@ class _Source:
             self.kind = "paired"
             self.has_coc = False
 
+    def _synthetic(self, patch: int, grid: int) -> Any:
+        ex = self.opts.extra
+        key = (patch, grid)
+        if key not in self._synth:
+            coc_px = float(ex.get("coc_px", 0.0)) or None
+            self._synth[key] = self._synth_cls(
+                self.opts.data, patch=patch, seed=self.opts.seed, split="train",
+                coc_scale=float(ex.get("coc_scale", 1.5)), coc_px=coc_px,
+                in_focus_prob=float(ex.get("in_focus_prob", 0.0)),
+                highlight_prob=float(ex.get("highlight_prob", 0.0)), grid=grid,
+                min_blur_fraction=float(ex.get("min_blur_fraction", 0.15)),
+                noise_scale=float(ex.get("noise_scale", 1.0)), device=self.device)
+        return self._synth[key]
+
     def batch(self, step: int, patch: int, batch: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.opts.seed, step])
+        ex = self.opts.extra
+        if self.kind == "synthetic" and int(ex.get("pool", 0)) > 0:
+            if self._pool is None:
+                from defocus_cli.data.replay import ScenePool
+
+                side = max(int(ex.get("pool_scene", 256)), int(self.opts.patch))
+                scenes = self._synthetic(side, 1)
+                self._pool = ScenePool(
+                    lambda i: {k: v for k, v in scenes.scene(i)[0].items() if k in ("blur", "sharp", "coc")},
+                    size=int(ex["pool"]), refresh=float(ex.get("pool_refresh", 0.5)), seed=self.opts.seed)
+            return self._pool.batch(step, patch, batch)
         if self.kind == "synthetic":
-            ex = self.opts.extra
-            if patch not in self._synth:
-                coc_px = float(ex.get("coc_px", 0.0)) or None
-                self._synth[patch] = self._synth_cls(
-                    self.opts.data, patch=patch, seed=self.opts.seed, split="train",
-                    coc_scale=float(ex.get("coc_scale", 1.5)), coc_px=coc_px,
-                    in_focus_prob=float(ex.get("in_focus_prob", 0.0)),
-                    highlight_prob=float(ex.get("highlight_prob", 0.0)), grid=int(ex.get("grid", 1)),
-                    min_blur_fraction=float(ex.get("min_blur_fraction", 0.15)),
-                    noise_scale=float(ex.get("noise_scale", 1.0)), device=self.device)
-            ds = self._synth[patch]
+            ds = self._synthetic(patch, int(ex.get("grid", 1)))
             if ds.grid > 1:  # several patches from each synthesised scene (cheaper per patch)
                 n_scenes = -(-batch // ds.grid**2)
                 samples = [smp for i in rng.integers(0, 2**31, size=n_scenes) for smp in ds.scene(int(i))]
@@ -165,6 +181,39 @@ class ToneLocked(torch.nn.Module):
         return lock_tone(y, x, self.sigma) if self.sigma > 0 else y
 
 
+def _export_meta(tone_sigma: float, arch_config: dict[str, Any]) -> dict[str, Any]:
+    meta: dict[str, Any] = {"tone_lock_sigma": str(tone_sigma)} if tone_sigma > 0 else {}
+    if arch_config:
+        meta["config"] = arch_config
+    return meta
+
+
+def grow_init(model: torch.nn.Module, path: str | Path) -> int:
+    """Load starting weights into an SFT-net that may have more conditioned blocks than the file.
+
+    Blocks the file lacks start as the identity (their last convolution zeroed), so the grown network computes
+    exactly what the file's network computes and training adds capacity from there. Any other missing or
+    unexpected key, or a shape mismatch, raises. Returns the number of blocks added."""
+    from safetensors.torch import load_file
+
+    sd = {k: v.float() for k, v in load_file(str(path)).items()}
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # shape mismatches raise even when not strict
+        raise ValueError(f"{path}: cannot start this SFT-net from it ({str(e).splitlines()[-1].strip()})") from None
+    n_file = len({k.split(".")[2] for k in sd if k.startswith("deblur.blocks.")})
+    new = [k for k in missing if k.startswith("deblur.blocks.") and int(k.split(".")[2]) >= n_file]
+    if unexpected or set(missing) != set(new):
+        raise ValueError(f"{path}: cannot start this SFT-net from it (missing {sorted(set(missing) - set(new))[:4]}, "
+                         f"unexpected {sorted(unexpected)[:4]})")
+    blocks = model.deblur.blocks  # type: ignore[union-attr]
+    with torch.no_grad():
+        for blk in list(blocks)[n_file:]:
+            blk.conv2.weight.zero_()
+            blk.conv2.bias.zero_()
+    return len(blocks) - n_file
+
+
 def _progress(step: int, total: int, loss: float, rate: float, last_val: float | None) -> str:
     eta = (total - step) / max(rate, 1e-9)
     val = f", last val {last_val:.3f} dB" if last_val is not None else ""
@@ -176,7 +225,10 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     """Train SFT-net per ``opts``; returns ``{"steps", "best", "out", "run_dir"}``.
 
     ``opts.extra`` (``defocus train --set KEY=VALUE``): ``coc_px``, ``in_focus_prob``, ``highlight_prob``,
-    ``grid``, ``min_blur_fraction``, ``noise_scale`` (synthesis, see :class:`~defocus_cli.data.SyntheticDP`); ``fft_weight`` (frequency loss, 0.1 ×
+    ``grid``, ``min_blur_fraction``, ``noise_scale`` (synthesis, see :class:`~defocus_cli.data.SyntheticDP`);
+    ``pool`` (scenes in a :class:`~defocus_cli.data.replay.ScenePool`, 0 = every crop freshly synthesised),
+    ``pool_refresh`` (new scenes per step, default 0.5), ``pool_scene`` (scene side, default 256 px);
+    ``n_blocks`` (conditioned blocks; more than ``--init``'s file grows it, see :func:`grow_init`); ``fft_weight`` (frequency loss, 0.1 ×
     L1 of the FFT), ``ema`` (decay of the exported weight average; 0 = off), ``weight_decay`` (AdamW),
     ``tone_sigma`` (px; train and export with :func:`defocus_cli.tone.lock_tone`), ``stages``,
     ``warmup``, ``progress_every`` (steps between progress lines on stderr), ``syn_val_n`` (synthetic held-out
@@ -190,9 +242,11 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     logger = JsonlLogger(run.log_path)
     stop = StopFlag()
     out_path = opts.resolved_out()
-    model = SFTNet().to(device)
+    n_blocks = int(opts.extra.get("n_blocks", 8))
+    arch_config = {"n_blocks": n_blocks} if n_blocks != 8 else {}
+    model = SFTNet(**arch_config).to(device)
     if opts.init:
-        load_init(model, opts.init)
+        grow_init(model, opts.init)
     peak = opts.lr or 3e-4
     ex = opts.extra
     fft_w = float(ex.get("fft_weight", 0.0))
@@ -257,7 +311,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
             best = {"val_psnr": score, **{k: v for k, v in rec.items() if k not in ("kind", "val_psnr")}}
             checkpoint(is_best=True)
             if "input_psnr" not in rec or score > rec["input_psnr"]:
-                meta = {"tone_lock_sigma": str(tone_sigma)} if tone_sigma > 0 else {}
+                meta = _export_meta(tone_sigma, arch_config)
                 export_safetensors(export_model(), out_path, arch="sftnet", steps=step,
                                    notes="synthetic dual-pixel defocus (defocus_cli.data), 3-stage SFT-net recipe",
                                    val=json_safe(rec), **meta)
@@ -332,8 +386,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     if step >= total and step % max(1, opts.val_every) != 0:
         validate()
     if not out_path.exists() and opts.val is None:
-        meta = {"tone_lock_sigma": str(tone_sigma)} if tone_sigma > 0 else {}
-        export_safetensors(export_model(), out_path, arch="sftnet", steps=step, **meta)
+        export_safetensors(export_model(), out_path, arch="sftnet", steps=step,
+                           **_export_meta(tone_sigma, arch_config))
     return {"steps": step, "best": best, "out": str(out_path), "run_dir": str(run.path),
             "stopped": stop.is_set}
 
@@ -343,4 +397,4 @@ def json_safe(rec: dict[str, Any]) -> dict[str, Any]:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items()}
 
 
-__all__ = ["train", "evaluate_synthetic", "fft_l1", "ToneLocked"]
+__all__ = ["train", "evaluate_synthetic", "fft_l1", "grow_init", "ToneLocked"]
