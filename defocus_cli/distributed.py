@@ -96,7 +96,9 @@ def read_listing(path: str | os.PathLike[str]) -> list[str]:
     return paths
 
 
-def plan_inputs(inputs: Sequence[str], opts: BatchOptions, *, listing: str | os.PathLike[str] | None = None) -> list[Item]:
+def plan_inputs(
+    inputs: Sequence[str], opts: BatchOptions, *, listing: str | os.PathLike[str] | None = None
+) -> list[Item]:
     """Plan a distributed batch: ``inputs`` (files, folders) plus the paths of ``listing``, named and checked
     exactly as ``defocus deblur`` does (:func:`defocus_cli.batch.plan_batch`).
 
@@ -249,6 +251,9 @@ def run_distributed(
     if not ray.is_initialized():
         ray.init()
     todo = [(i, it) for i, it in enumerate(items) if it.status == "pending"]
+    for it in items:  # planning errors and skipped outputs: the lines run_batch logs for them
+        if it.status != "pending":
+            log_item(it)
     header: dict[str, Any] = {"model": engine.model, "weights_sha256": None, "device": None, "precision": None,
                               "tile": engine.tile, "workers": 0}
     if not todo:
@@ -261,7 +266,7 @@ def run_distributed(
         raise UsageError(f"workers must be >= 1, got {workers}")
     workers = min(workers, len(todo))
     header["workers"] = workers
-    rows = [{"index": i, "input": os.path.abspath(it.input), "output": os.path.abspath(it.output),  # type: ignore[arg-type]
+    rows = [{"index": i, "input": os.path.abspath(str(it.input)), "output": os.path.abspath(str(it.output)),
              "fmt": it.fmt or ""} for i, it in todo]
     resources: dict[str, Any] = {"num_cpus": cpus_per_worker}
     if gpus > 0:

@@ -8,7 +8,8 @@ when the cluster has GPUs). Needs ``pip install -e ".[ray]"``.
 Output names, safety checks, outputs (bit depth, EXIF, ICC) and per-file error records are those of
 ``defocus deblur`` (the same library functions, :mod:`defocus_cli.distributed`). Every node must see the
 inputs and the output folder at the same paths. A thin driver: the work is in the library.
-Exit codes as ``defocus deblur``: 0 all done, 1 some inputs failed, 2 usage error, 3 weights, 4 device.
+Exit codes as ``defocus deblur``: 0 all done, 1 some inputs failed, 2 usage error, 3 weights, 4 device
+(or no Ray cluster at ``--address``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from defocus_cli.sharding import parse_shard
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="*", help="image files and folders (-r to descend)")
     p.add_argument("--list", dest="listing", metavar="FILE", help="a text file of image paths, one per line")
     p.add_argument("-o", "--output", help="output folder (default: <stem>_sharp.<ext> next to each input)")
@@ -38,7 +40,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--suffix"), p.add_argument("--format", dest="fmt", default="same")
     p.add_argument("--quality", type=int, default=95)
     existing = p.add_mutually_exclusive_group()
-    existing.add_argument("--overwrite", action="store_true"), existing.add_argument("--skip-existing", action="store_true")
+    existing.add_argument("--overwrite", action="store_true")
+    existing.add_argument("--skip-existing", action="store_true")
     p.add_argument("--strip-metadata", action="store_true")
     p.add_argument("--shard", metavar="I/N", help="only this shard of the inputs (as defocus deblur --shard)")
     p.add_argument("--workers", type=int, help="actors, one model each (default: one per GPU, else 1)")
@@ -50,17 +53,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def summary_table(result: BatchResult) -> str:
-    """The ok / skipped / error counts as a small table, then one line per failed file."""
+    """The ok / skipped / error counts as a small table, then the failed files (the first 20)."""
     rows = [("ok", result.count("ok")), ("skipped", result.count("skipped")), ("error", result.count("error"))]
     lines = ["status    photos", *(f"{name:<9} {n:>6}" for name, n in rows), f"{'total':<9} {len(result.items):>6}"]
-    lines += [f"error: {it.input_label}: {it.error}" for it in result.items if it.status == "error"]
+    failed = [it for it in result.items if it.status == "error"]
+    lines += [f"error: {it.input_label}: {it.error}" for it in failed[:20]]
+    lines += [f"... and {len(failed) - 20} more (see --json)"] if len(failed) > 20 else []
     return "\n".join(lines + [f"{result.seconds:.1f} s"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args(argv)
     logging.basicConfig(format="%(levelname)s: %(message)s")
-    logging.getLogger("defocus_cli").setLevel(logging.ERROR if a.quiet else (logging.INFO if a.verbose else logging.WARNING))
+    level = logging.ERROR if a.quiet else (logging.INFO if a.verbose else logging.WARNING)
+    logging.getLogger("defocus_cli").setLevel(level)
     try:
         if not a.inputs and a.listing is None:
             raise UsageError("no INPUT given; give image files, folders or --list FILE")
@@ -73,7 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         import ray
 
         if not ray.is_initialized():
-            ray.init(address=a.address, log_to_driver=a.verbose)
+            try:
+                ray.init(address=a.address, log_to_driver=a.verbose)
+            except ConnectionError as e:
+                print(f"error: cannot join the Ray cluster ({e}); start it (ray start --head) or leave out --address "
+                      "for a local one", file=sys.stderr)
+                return 4
         ray.data.DataContext.get_current().enable_progress_bars = not a.quiet and sys.stderr.isatty()
         result, header = run_distributed(items, opts, engine, workers=a.workers, gpus_per_worker=a.gpus_per_worker,
                                          cpus_per_worker=a.cpus_per_worker)

@@ -76,7 +76,8 @@ def _photos(src: Path) -> None:
     (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
 
 
-def test_ray_outputs_equal_the_cli_outputs(ray_runtime, tiny_weights: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_ray_outputs_equal_the_cli_outputs(ray_runtime, tiny_weights: Path, tmp_path: Path,  # noqa: ANN001
+                                           capsys) -> None:  # noqa: ANN001
     from typer.testing import CliRunner
 
     from defocus_cli.cli import app
@@ -127,7 +128,8 @@ def test_ray_outputs_equal_the_cli_outputs(ray_runtime, tiny_weights: Path, tmp_
     assert [i["status"] for i in doc["items"]] == ["error", "skipped", "skipped", "skipped"]
 
 
-def test_weights_that_fail_in_the_workers_stop_the_run_with_exit_3(ray_runtime, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_weights_that_fail_in_the_workers_stop_the_run_with_exit_3(ray_runtime, tmp_path: Path,  # noqa: ANN001
+                                                                   capsys) -> None:  # noqa: ANN001
     """An engine-wide error met in a worker (here: tensors that do not fit the file's config) comes back with
     its type, so the exit code is the CLI's, and nothing is written."""
     from safetensors.torch import save_file
