@@ -8,7 +8,7 @@ ray nor torch; the functions do. Runner: ``examples/ray_deblur.py``.
    ``defocus deblur`` (two inputs writing one output, an output replacing an input, existing outputs without
    ``overwrite``/``skip``, ``--shard``), all before any work. stdin and stdout (``-``) are refused.
 2. :func:`run_distributed`: the pending items become a Ray dataset of rows ``(index, input, output, fmt)``
-   (absolute paths, one row per block) and ``map_batches(DeblurWorker, batch_size=1,
+   (absolute paths, one row per block up to :data:`MAX_BLOCKS`) and ``map_batches(DeblurWorker, batch_size=1,
    compute=ActorPoolStrategy(size=workers))`` runs them, with ``num_gpus`` per actor when the cluster has
    GPUs. Each :class:`DeblurWorker` loads the model once (:func:`defocus_cli.weights.load_model`) and passes
    each row to :func:`defocus_cli.batch.run_item`: ``read_photo`` → ``api.deblur_array`` → ``encode_photo``
@@ -45,6 +45,9 @@ __all__ = ["EngineSettings", "DeblurWorker", "read_listing", "plan_inputs", "run
 RAY_HINT = 'pip install -e ".[ray]" (or pip install "ray[data]")'
 #: Largest listing file read (bytes): a listing is a text file of paths, not an image.
 LISTING_MAX_BYTES = 64 << 20
+#: Most dataset blocks: up to this many photos each get their own block (a Ray task each, so actors share the
+#: work photo by photo); larger batches put several photos in a block.
+MAX_BLOCKS = 10_000
 
 
 @dataclass(frozen=True)
@@ -271,7 +274,7 @@ def run_distributed(
     resources: dict[str, Any] = {"num_cpus": cpus_per_worker}
     if gpus > 0:
         resources["num_gpus"] = gpus
-    ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+    ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS)).map_batches(
         DeblurWorker, fn_constructor_kwargs={"engine": engine, "opts": opts}, batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=workers), **resources)
     devices_seen: list[str] = []
