@@ -540,17 +540,49 @@ def run_batch(
             _Pipeline(items, process, opts, write_stdout, bar, pipeline).run()
         else:
             for it in items:
-                job = _Job(it)
-                for step in (lambda: _read(job, opts, read_stdin), lambda: _process(job, process),
-                             lambda: _write(job, opts, write_stdout)):
-                    step()
-                    if job.fatal is not None:
-                        raise job.fatal
-                _finish_item(job, bar)
+                _finish_item(_run_job(it, process, opts, read_stdin, write_stdout), bar)
     finally:
         if bar is not None:
             bar.stop()
     return BatchResult(items, time.perf_counter() - t_start)
+
+
+def run_item(
+    item: Item,
+    process: ProcessFn,
+    opts: BatchOptions,
+    *,
+    read_stdin: Callable[[], bytes] | None = None,
+    write_stdout: Callable[[bytes], None] | None = None,
+) -> Item:
+    """Read, process and write one planned item in the calling thread, exactly as :func:`run_batch` does:
+    :func:`~defocus_cli.photo_io.read_photo` → ``process(photo)`` → :func:`~defocus_cli.photo_io.encode_photo`
+    (bit depth, EXIF, ICC, alpha) → :func:`~defocus_cli.safe_io.atomic_write`. Logs nothing.
+
+    Sets ``item.status`` (``"ok"``, or ``"error"`` with ``item.error``: a failure of this file), ``item.seconds``
+    and ``item.extra`` (``notes``); an item that is not ``"pending"`` is left as it is. Used by the distributed
+    runner (:mod:`defocus_cli.distributed`), one item at a time per worker.
+
+    Raises:
+        WeightsError, DeviceError, UsageError: problems that would fail every item (as :func:`run_batch`).
+    """
+    job = _run_job(item, process, opts, read_stdin or (lambda: sys.stdin.buffer.read()),
+                   write_stdout or _write_stdout)
+    if job.ran:
+        item.seconds = job.seconds
+    return item
+
+
+def _run_job(item: Item, process: ProcessFn, opts: BatchOptions, read_stdin: Callable[[], bytes],
+             write_stdout: Callable[[bytes], None]) -> _Job:
+    """The three steps of one item in the calling thread; an engine-wide error is raised once met."""
+    job = _Job(item)
+    for step in (lambda: _read(job, opts, read_stdin), lambda: _process(job, process),
+                 lambda: _write(job, opts, write_stdout)):
+        step()
+        if job.fatal is not None:
+            raise job.fatal
+    return job
 
 
 def _write_stdout(data: bytes) -> None:
@@ -656,17 +688,21 @@ def _write(job: _Job, opts: BatchOptions, write_stdout: Callable[[bytes], None])
 
 def _finish_item(job: _Job, bar: Any) -> None:
     """The item is done: record its seconds, log its line, advance the progress bar."""
-    it = job.item
     if job.ran:
-        it.seconds = job.seconds
+        job.item.seconds = job.seconds
+    log_item(job.item)
+    if bar is not None:
+        bar.advance(bar.task_ids[0])
+
+
+def log_item(it: Item) -> None:
+    """Log the line :func:`run_batch` logs for a finished item (error, skipped, or written with its seconds)."""
     if it.status == "error":
         log.error("%s: %s", it.input_label, it.error)
     elif it.status == "skipped":
         log.info("%s: skipped (%s exists)", it.input_label, it.output_label)
     else:
         log.info("%s -> %s (%.2f s)", it.input_label, it.output_label, it.seconds or 0.0)
-    if bar is not None:
-        bar.advance(bar.task_ids[0])
 
 
 def _no_stdin() -> bytes:  # pragma: no cover - the pipeline never takes stdin (see run_batch)

@@ -11,7 +11,8 @@ import pytest
 
 from defocus_cli import __version__
 
-HEAVY = ("torch", "numpy", "cv2", "PIL", "safetensors", "huggingface_hub")
+# ray (the optional Ray runner, defocus_cli.distributed) must never be loaded by the plain CLI either
+HEAVY = ("torch", "numpy", "cv2", "PIL", "safetensors", "huggingface_hub", "ray", "pyarrow", "pandas")
 ENV = {**os.environ, "NO_COLOR": "1", "COLUMNS": "100"}
 
 
