@@ -11,7 +11,7 @@ import pytest
 
 from defocus_cli import __version__
 
-HEAVY = ("torch", "numpy", "cv2", "PIL", "safetensors", "huggingface_hub")
+HEAVY = ("torch", "numpy", "cv2", "PIL", "safetensors", "huggingface_hub", "openvino", "nncf")
 ENV = {**os.environ, "NO_COLOR": "1", "COLUMNS": "100"}
 
 
