@@ -14,8 +14,8 @@ Sections (``--sections``):
              ``bytes_per_pixel`` that ``--tile auto`` uses on the OpenVINO path, beside torch fp32's.
 
 ``--record`` writes what was measured into the model's registry row (``defocus_cli/models.json``):
-``openvino.auto[<cpu class>]`` (the fastest configuration; OpenVINO only if its precision passed the
-quality gate) and ``openvino.bytes_per_pixel``. ``--isa avx2`` runs every child with oneDNN limited to AVX2
+``openvino.auto[<cpu class>]`` (the fastest configuration whose precision passed the quality gate; among
+those within 10% of the fastest, the one with the smallest gate loss) and ``openvino.bytes_per_pixel``. ``--isa avx2`` runs every child with oneDNN limited to AVX2
 (``ONEDNN_MAX_CPU_ISA=AVX2``, ``ATEN_CPU_CAPABILITY=avx2``): an emulation of an AVX2-only CPU on a newer one,
 recorded as class ``no-bf16`` with ``"emulated": true``.
 
@@ -38,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 HERE = Path(__file__).resolve()
+TIE = 0.10
+"""Configurations within this fraction of the fastest count as equally fast; the most accurate of them is recorded."""
 CONFIGS = ("torch-fp32", "torch-bf16", "openvino-fp32", "openvino-bf16", "openvino-int8")
 
 
@@ -156,7 +158,15 @@ def record(args: argparse.Namespace, speed: list[dict[str, Any]], bpp: list[dict
         valid = validated_precisions(ov)
         ok = [r for r in speed if r["median_s"] == r["median_s"] and not r.get("error")
               and (r["config"].startswith("torch") or r["config"].split("-")[1] in valid)]
-        best = min(ok, key=lambda r: r["median_s"])
+        fastest = min(r["median_s"] for r in ok)
+
+        def loss(r: dict[str, Any]) -> float:  # quality loss vs torch fp32 on the gate data (torch: the reference)
+            b, p = r["config"].split("-")
+            return 0.0 if b == "torch" else float((ov.get("gate") or {}).get(p, {}).get("psnr_loss_db", 1.0))
+
+        # speed ties go to accuracy: within TIE of the fastest, the configuration with the smallest gate loss wins
+        near = [r for r in ok if r["median_s"] <= fastest * (1 + TIE)]
+        best = min(near, key=lambda r: (round(loss(r), 3), r["median_s"]))
         torch_best = min((r for r in ok if r["config"].startswith("torch")), key=lambda r: r["median_s"])
         backend, prec = best["config"].split("-")
         cls = "no-bf16" if args.isa == "avx2" else cpu_class()
