@@ -105,7 +105,8 @@ def deblur_array(
 
     Args:
         pixels: float ``(H, W, 3)`` RGB in ``[0, 1]`` (e.g. ``Photo.pixels``).
-        model: a :class:`~defocus_cli.weights.LoadedModel` or an engine ``nn.Module`` (engine contract).
+        model: a :class:`~defocus_cli.weights.LoadedModel`, an engine ``nn.Module`` (engine contract) or a host
+            engine such as :class:`defocus_cli.backends.openvino.OpenVINOEngine` (then ``precision`` is its own).
         device: a resolved ``torch.device`` or a request (``"auto"``, ``"cpu"``, ``"cuda:0"``, ``"mps"``).
         precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"`` (resolved for the model and device).
         tile: ``"auto"``, 0 (whole image) or a tile size in pixels.
@@ -133,7 +134,10 @@ def deblur_array(
         raise UsageError(f"pixels must be (H, W, 3) RGB, got shape {px.shape}")
     module = _module_of(model)
     dev = device if isinstance(device, torch.device) else devices.resolve_device(str(device))
-    prec = devices.resolve_precision(precision, module, dev)
+    if runtime.is_host_engine(module):  # compiled for one precision (e.g. the OpenVINO backend)
+        prec = str(getattr(module, "precision", "fp32"))
+    else:
+        prec = devices.resolve_precision(precision, module, dev)
     # one private copy, already in the channels_last layout the runtime feeds the engine (an HWC array is
     # channels_last NCHW): no CHW copy first and no second copy back to channels_last for the whole image
     x = torch.from_numpy(px).permute(2, 0, 1)[None].clone(memory_format=torch.channels_last)

@@ -71,6 +71,11 @@ class ModelSpec:
         config: constructor keyword arguments for the arch.
         experimental: empty for a model we stand behind; otherwise why it is not (e.g. it makes real photos
             worse on average). An experimental model is never a task's default and ``models list`` says why.
+        openvino: the model's exported OpenVINO IR, empty when it has none (see
+            :mod:`defocus_cli.backends.openvino`): ``source_sha256`` (the safetensors file it was exported
+            from), ``files`` (per IR precision: ``xml``/``bin`` file names in ``weights/`` with their ``*_sha256``),
+            ``gate`` (per backend precision: the quality gate's numbers and ``passed``), and the measured
+            ``bytes_per_pixel`` and ``auto`` rule (per CPU class) that ``--backend auto`` reads.
     """
 
     name: str
@@ -86,6 +91,7 @@ class ModelSpec:
     card: str
     config: dict[str, Any] = field(default_factory=dict)
     experimental: str = ""
+    openvino: dict[str, Any] = field(default_factory=dict)
 
     @property
     def arch_key(self) -> str:
@@ -98,6 +104,8 @@ class ModelSpec:
         d["arch"] = self.arch_key
         if not d["experimental"]:
             del d["experimental"]
+        if not d["openvino"]:
+            del d["openvino"]
         return d
 
 
@@ -137,7 +145,24 @@ def spec_from_dict(d: dict[str, Any]) -> ModelSpec:
         card=str(d.get("card", "")),
         config=dict(d.get("config") or {}),
         experimental=str(d.get("experimental", "") or ""),
+        openvino=_openvino_entry(name, d.get("openvino")),
     )
+
+
+def _openvino_entry(name: str, value: Any) -> dict[str, Any]:
+    """The ``openvino`` field of a registry entry, checked for shape (empty when absent)."""
+    if not value:
+        return {}
+    if not isinstance(value, dict) or not _HEX64.fullmatch(str(value.get("source_sha256", ""))):
+        raise WeightsError(f"registry entry {name!r}: malformed 'openvino' field; re-run tools/export_openvino.py")
+    for prec, files in (value.get("files") or {}).items():
+        ok = isinstance(files, dict) and all(
+            isinstance(files.get(k), str) for k in ("xml", "bin")) and all(
+            _HEX64.fullmatch(str(files.get(k, ""))) for k in ("xml_sha256", "bin_sha256"))
+        if not ok:
+            raise WeightsError(f"registry entry {name!r}: OpenVINO IR {prec!r} lacks file names or sha256 pins; "
+                               "re-run tools/export_openvino.py")
+    return dict(value)
 
 
 def read_registry(path: str | Path | None = None) -> tuple[tuple[ModelSpec, ...], dict[str, str]]:

@@ -4,7 +4,9 @@
   on the dev VM: page faults made torch CPU inference up to 7x slower and erratic). Called by
   :func:`run_engine` and at the start of heavy CLI commands; opt out with ``DEFOCUS_MALLOC_TUNING=0``.
 * :func:`run_engine` keeps the whole image on the host and sends only tiles to the device, in
-  ``torch.inference_mode``, channels_last, with autocast for bf16/fp16. ``tile="auto"`` picks the whole
+  ``torch.inference_mode``, channels_last, with autocast for bf16/fp16. A *host engine* (any callable that is
+  not a ``torch.nn.Module`` and has ``host_engine = True``, e.g. the OpenVINO backend's compiled model) gets
+  the same tiling, padding and memory budget; it runs on the CPU in the precision it was compiled for. ``tile="auto"`` picks the whole
   image when it fits the memory budget, else the largest tile that does; a CUDA out-of-memory halves an
   automatic tile and retries (logged). An explicit tile is never overridden: an out-of-memory with it
   raises :class:`DeviceError` suggesting a smaller ``--tile``.
@@ -195,6 +197,8 @@ def memory_budget(device: torch.device, image_pixels: int, channels: int = 3) ->
 def engine_bytes_per_pixel(module: Any, precision: str) -> float:
     """Estimated peak working bytes per input pixel of ``module`` at ``precision``."""
     bpp = float(getattr(module, "bytes_per_pixel", DEFAULT_BYTES_PER_PIXEL) or DEFAULT_BYTES_PER_PIXEL)
+    if is_host_engine(module):  # measured for the precision it was compiled in
+        return bpp
     return bpp * PRECISION_MEMORY_FACTOR.get(precision, 1.0)
 
 
@@ -278,6 +282,13 @@ def _tile_str(t: int | tuple[int, int]) -> str:
     return "x".join(map(str, t)) if isinstance(t, tuple) else str(t)
 
 
+def is_host_engine(module: Any) -> bool:
+    """True for an engine that is not a ``torch.nn.Module`` but a callable ``(N, C, h, w)`` float32 CPU tensor →
+    ``(N, C_out, h, w)`` float32 CPU tensor with ``host_engine = True`` (its own runtime, e.g. OpenVINO): the
+    runtime tiles for it but neither moves it nor wraps it in autocast."""
+    return not isinstance(module, torch.nn.Module) and bool(getattr(module, "host_engine", False))
+
+
 def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
     """Autocast for bf16/fp16 on ``device``; a no-op context for fp32."""
     if precision == "fp32":
@@ -353,8 +364,11 @@ def run_engine(
         raise UsageError(
             f"run_engine expects a float (N, C, H, W) CPU tensor, got {tuple(x.shape)} {x.dtype} on {x.device}"
         )
-    if precision not in PRECISION_MEMORY_FACTOR:
+    host_engine = is_host_engine(module)
+    if precision not in PRECISION_MEMORY_FACTOR and not host_engine:
         raise UsageError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+    if host_engine and dev.type != "cpu":
+        raise DeviceError(f"{type(module).__name__} runs on the CPU only, not {dev}; use --device cpu")
     x = x.float()
     tune_allocator()
     if dev.type == "cpu":
@@ -373,12 +387,15 @@ def run_engine(
             raise UsageError(f"--tile must be auto, 0 or a positive number of pixels, got {tile!r}") from None
         if t < 0:  # type: ignore[operator]
             raise UsageError(f"--tile must be auto, 0 or a positive number of pixels, got {tile!r}")
-    prepare_module(module, dev)
+    if not host_engine:
+        prepare_module(module, dev)
     if not explicit:
         t = auto_tile(module, h, w, dev, precision, ov, c)
     call = fn if fn is not None else (lambda mod, xt: mod(xt))
 
     def tile_fn(xt: torch.Tensor) -> torch.Tensor:
+        if host_engine:
+            return call(module, xt)
         xd = xt.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with autocast_context(dev, precision):
             y = call(module, xd)

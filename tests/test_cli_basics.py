@@ -11,8 +11,8 @@ import pytest
 
 from defocus_cli import __version__
 
-# ray (the optional Ray runner, defocus_cli.distributed) must never be loaded by the plain CLI either
-HEAVY = ("torch", "numpy", "cv2", "PIL", "safetensors", "huggingface_hub", "ray", "pyarrow", "pandas")
+# ray (the optional Ray runner) and openvino/nncf (the optional backend) must never be loaded by the plain CLI either
+HEAVY = ("torch", "numpy", "cv2", "PIL", "safetensors", "huggingface_hub", "ray", "pyarrow", "pandas", "openvino", "nncf")
 ENV = {**os.environ, "NO_COLOR": "1", "COLUMNS": "100"}
 
 

@@ -12,6 +12,13 @@ Usage (from the repository root)::
     python tools/register_weights.py                      # update defocus_cli/models.json
     python tools/register_weights.py --default deblur=ifan --default map=defocusgan-map
     python tools/register_weights.py --check              # exit 1 if the registry is out of date (CI)
+
+OpenVINO IR (``weights/<name>.openvino-<fp32|int8>.xml/.bin``, written by ``tools/export_openvino.py``) is
+registered in the same entry's ``openvino`` field: both files of each IR pinned by sha256, and the
+``source_sha256`` and quality-gate numbers read from the IR's ``rt_info`` (plain XML, no openvino needed).
+The measured fields (``auto`` rule per CPU class, ``bytes_per_pixel``; written by
+``bench/bench_backends.py --record``) are kept. An IR exported from other weights than the entry's file
+is still registered as it is (the loader then refuses it); a warning names the command that regenerates it.
 """
 
 from __future__ import annotations
@@ -36,6 +43,49 @@ DEFAULT_LICENSE = "MIT"
 def revision_for(repo_id: str, filename: str, sha256: str) -> str:
     """Deterministic 40-hex revision of one file's content (what its Hub commit will be pinned as)."""
     return hashlib.sha1(f"defocus-cli weights\n{repo_id}\n{filename}\n{sha256}".encode()).hexdigest()
+
+
+IR_KINDS = ("fp32", "int8")
+KEPT_OPENVINO_KEYS = ("auto", "bytes_per_pixel")
+
+
+def ir_rt_info(xml: Path) -> dict[str, str]:
+    """The ``defocus/*`` entries of an IR's ``rt_info`` (``{"source_sha256": ..., "gate": json, ...}``)."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(xml).getroot()
+    node = root.find("rt_info/defocus")
+    if node is None:
+        return {}
+    return {child.tag: child.get("value", "") for child in node}
+
+
+def openvino_for(path: Path, old: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``openvino`` field of ``path``'s entry from the IR files beside it ({} when there are none)."""
+    name = path.stem
+    files: dict[str, Any] = {}
+    gate: dict[str, Any] = {}
+    sources = set()
+    for ir in IR_KINDS:
+        xml, bin_ = path.parent / f"{name}.openvino-{ir}.xml", path.parent / f"{name}.openvino-{ir}.bin"
+        if not (xml.is_file() and bin_.is_file()):
+            continue
+        info = ir_rt_info(xml)
+        sources.add(info.get("source_sha256", ""))
+        gate.update(json.loads(info.get("gate") or "{}"))
+        files[ir] = {"xml": xml.name, "xml_sha256": sha256_file(xml, use_memo=False),
+                     "bin": bin_.name, "bin_sha256": sha256_file(bin_, use_memo=False),
+                     "size": xml.stat().st_size + bin_.stat().st_size}
+    if not files:
+        return {}
+    if len(sources) != 1 or not all(sources):
+        raise SystemExit(f"{path.parent}/{name}.openvino-*.xml: IR files from different or unknown weights "
+                         f"({sorted(sources)}); re-run python tools/export_openvino.py --model {name}")
+    out: dict[str, Any] = {"source_sha256": sources.pop(), "files": files, "gate": gate}
+    for key in KEPT_OPENVINO_KEYS:
+        if (old or {}).get(key):
+            out[key] = old[key]  # type: ignore[index]
+    return out
 
 
 def entry_for(path: Path, old: dict[str, Any] | None, org: str) -> dict[str, Any]:
@@ -68,6 +118,13 @@ def entry_for(path: Path, old: dict[str, Any] | None, org: str) -> dict[str, Any
     }
     if old.get("experimental"):  # hand-written: why the model is not offered by default
         entry["experimental"] = old["experimental"]
+    ov_entry = openvino_for(path, old.get("openvino"))
+    if ov_entry:
+        if ov_entry["source_sha256"] != sha:
+            print(f"warning: the OpenVINO IR of {name} was exported from other weights "
+                  f"({ov_entry['source_sha256'][:12]}…, file {sha[:12]}…); it will not be used until you run "
+                  f"python tools/export_openvino.py --model {name}", file=sys.stderr)
+        entry["openvino"] = ov_entry
     registry.spec_from_dict(entry)  # validate
     return entry
 

@@ -20,7 +20,6 @@ from defocus_cli.cli._common import (
     MaxPixelsOpt,
     OutputOpt,
     OverwriteOpt,
-    PrecisionOpt,
     QualityOpt,
     QuietOpt,
     RecursiveOpt,
@@ -52,7 +51,14 @@ def deblur(
     model: ModelOpt = None,
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "auto",
+    backend: Annotated[
+        str, typer.Option("--backend", help="auto, torch or openvino (the exported IR on the CPU; needs the "
+                          "[openvino] extra). auto = OpenVINO only where it was measured faster on this CPU class "
+                          "and passed its quality gate.")
+    ] = "auto",
+    precision: Annotated[
+        str, typer.Option("--precision", help="auto, fp32, fp16, bf16, or int8 (OpenVINO backend only).")
+    ] = "auto",
     tile: TileOpt = "auto",
     overlap: Annotated[
         Optional[int],
@@ -121,22 +127,29 @@ def deblur(
                        *(it.output for it in items if it.output is not None)],
                       overwrite=overwrite, create_folders=False)
 
+    from defocus_cli.backends import BACKENDS
+
+    if backend.strip().lower() not in BACKENDS:  # a usage error before any work
+        from defocus_cli.errors import UsageError
+
+        raise UsageError(f"--backend must be auto, torch or openvino, got {backend!r}")
     header: dict[str, Any] = {"model": model, "weights_sha256": None, "device": None, "precision": None,
-                              "tile": tile_value}
+                              "backend": None, "tile": tile_value}
     if opts.shard is not None:
         header["shard"] = str(opts.shard)
     header["strength"] = strength
     info: dict[str, Any] = {}
     process = None
     if batch.pending(items):
-        from defocus_cli import devices, runtime, weights as weights_mod
+        from defocus_cli import backends, devices, runtime, weights as weights_mod
 
         runtime.tune_allocator()
         dev = devices.resolve_device(device)
         loaded = weights_mod.load_model(model, weights_file=weights, task="deblur")
-        prec = devices.resolve_precision(precision, loaded.module, dev)
-        header.update(model=loaded.name, weights_sha256=loaded.sha256, device=str(dev), precision=prec)
-        process = api.make_deblur_fn(loaded.module, device=dev, precision=prec, tile=tile_value, overlap=overlap,
+        engine, prec, choice = backends.select_engine(loaded, backend, precision, dev)
+        header.update(model=loaded.name, weights_sha256=loaded.sha256, device=str(dev), precision=prec,
+                      backend=choice.backend)
+        process = api.make_deblur_fn(engine, device=dev, precision=prec, tile=tile_value, overlap=overlap,
                                      info=info, tta=tta, strength=strength)
     result = batch.run_batch(items, process or _nothing, opts, quiet=quiet, description="deblurring")
     if info:
