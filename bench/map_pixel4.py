@@ -63,6 +63,10 @@ def main() -> None:
     ap.add_argument("--max-disparity", type=int, default=12, help="classical: search range, px")
     ap.add_argument("--window", type=int, default=41, help="classical: ZNCC window, px")
     ap.add_argument("--scenes", default="", help="comma-separated scene ids (default: all)")
+    ap.add_argument("--no-linear", action="store_true",
+                    help="learned: feed the linear views as they are (as before issue 15), not through "
+                         "prepare_linear_dp (gain equalisation + tone curve, what `defocus map --black-level` does)")
+    ap.add_argument("--tag", default="", help="suffix of the results file name")
     args = ap.parse_args()
     if not DATA.is_dir():
         sys.exit(f"needs {DATA} (development data, not part of a clone)")
@@ -87,7 +91,7 @@ def main() -> None:
         t = time.perf_counter()
         res = estimate_dp_map(
             lp, rp, model=model, method=args.method, baseline=args.baseline,
-            max_disparity=args.max_disparity, window=args.window,
+            max_disparity=args.max_disparity, window=args.window, linear=not args.no_linear,
         )
         secs = time.perf_counter() - t
         valid = gt > 0
@@ -97,10 +101,10 @@ def main() -> None:
     mean = float(np.mean([r["spearman"] for r in rows]))
     mean_abs = float(np.mean([abs(r["spearman"]) for r in rows]))
     print(f"mean spearman {mean:+.3f} (mean |rho| {mean_abs:.3f}) over {len(rows)} scenes")
-    out = ROOT / "bench" / "results" / f"map_pixel4_{args.method}.json"
+    out = ROOT / "bench" / "results" / f"map_pixel4_{args.method}{'_' + args.tag if args.tag else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
-        json.dumps({"method": args.method, "scale": args.scale, "max_disparity": args.max_disparity,
+        json.dumps({"method": args.method, "weights": args.weights, "linear": not args.no_linear, "scale": args.scale, "max_disparity": args.max_disparity,
                     "window": args.window, "rows": rows, "mean_spearman": mean,
                     "mean_abs_spearman": mean_abs, "min_abs_spearman": float(min(abs(r["spearman"]) for r in rows)),
                     "mean_seconds": float(np.mean([r["seconds"] for r in rows]))}, indent=2) + "\n"

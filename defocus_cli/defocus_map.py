@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 METHODS = ("learned", "classical")
 BASELINES = ("auto", "h", "v")
 
-__all__ = ["MapResult", "estimate_dp_map", "estimate_single_map", "run_map", "METHODS", "BASELINES"]
+__all__ = ["MapResult", "estimate_dp_map", "estimate_single_map", "run_map", "prepare_linear_dp", "METHODS",
+           "BASELINES"]
 
 
 @dataclass
@@ -80,6 +81,37 @@ def _views_tensor(view: np.ndarray) -> "torch.Tensor":
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None]
 
 
+def prepare_linear_dp(
+    left: np.ndarray, right: np.ndarray, *, gamma: float = 2.2, equalize: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Make linear raw DP views (e.g. Pixel 4 frames after the black level) look like the tone-mapped views
+    the map networks were trained on.
+
+    1. **Gain equalisation** (``equalize``): DP views are vignetted differently (Pixel 4: the left/right ratio
+       drifts from 1.0 to 1.4 across the frame). Each view is divided by its own heavily low-passed copy
+       (Gaussian, σ = long side / 24) and multiplied by the geometric mean of the two, so the views share
+       one smooth brightness field and differ only by the defocus disparity.
+    2. **Tone curve**: ``x ** (1 / gamma)`` (sRGB-like), as the synthetic training views are tone-mapped.
+
+    Args:
+        left, right: float32 ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` linear views in about [0, 1].
+    Returns:
+        the two views, same shapes, float32 in [0, 1].
+    """
+    import cv2
+
+    a = np.asarray(left, np.float32)
+    b = np.asarray(right, np.float32)
+    if equalize:
+        sigma = max(a.shape[:2]) / 24.0
+        ga = np.maximum(cv2.GaussianBlur(a, (0, 0), sigma), 1e-4).reshape(a.shape)
+        gb = np.maximum(cv2.GaussianBlur(b, (0, 0), sigma), 1e-4).reshape(b.shape)
+        m = np.sqrt(ga * gb)
+        a, b = a * (m / ga), b * (m / gb)
+    inv = 1.0 / float(gamma)
+    return (np.clip(a, 0.0, 1.0) ** inv).astype(np.float32), (np.clip(b, 0.0, 1.0) ** inv).astype(np.float32)
+
+
 def _check_method(method: str) -> None:
     if method not in METHODS:
         raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -97,6 +129,7 @@ def estimate_dp_map(
     tile: int | str = "auto",
     max_disparity: int = 12,
     window: int = 41,
+    linear: bool = False,
 ) -> MapResult:
     """Signed CoC radius map from a DP pair.
 
@@ -112,6 +145,8 @@ def estimate_dp_map(
             defaults suit phone DP sensors (Pixel 4 views shift by up to about 8 px; validation on 8 real
             Pixel 4 scenes: mean |Spearman| 0.86 vs ground truth, see bench/RESULTS.md); raise
             ``max_disparity`` for large-sensor DP (a disparity ``d`` px is a radius of ≈ 1.7 d px).
+        linear: the views are linear raw sensor values (e.g. read with a black level): for ``"learned"``
+            they go through :func:`prepare_linear_dp` (per-view gain equalisation, tone curve) first.
     Returns:
         :class:`MapResult` with ``radius`` float32 ``(H, W)``.
     """
@@ -141,6 +176,8 @@ def estimate_dp_map(
         from defocus_cli.runtime import run_engine
 
         name = getattr(model, "name", type(_module(model)).__name__)
+        if linear:
+            lv, rv = prepare_linear_dp(lv, rv)
         x = torch.cat([_views_tensor(lv), _views_tensor(rv)], dim=1)
         y = run_engine(
             _module(model), x, device=device, precision=precision, tile=tile,
@@ -327,7 +364,7 @@ def run_map(
         res = estimate_dp_map(
             left.pixels, right.pixels, loaded, method=method, baseline=baseline,
             device=dev if dev is not None else "cpu", precision=prec or "fp32", tile=tile,
-            max_disparity=max_disparity,
+            max_disparity=max_disparity, linear=bool(black_level),
         )
     else:
         from defocus_cli.photo_io import read_photo

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from defocus_cli import map_io, weights
 from defocus_cli.archs._dpkernels import dp_kernels
 from defocus_cli.cli import app
-from defocus_cli.defocus_map import estimate_dp_map, estimate_single_map, run_map
+from defocus_cli.defocus_map import estimate_dp_map, estimate_single_map, prepare_linear_dp, run_map
 from defocus_cli.errors import UsageError
 from defocus_cli.map_classical import detect_baseline, disparity_to_radius, dp_disparity, dp_radius_map
 
@@ -211,14 +211,36 @@ def test_learned_dp_map_through_run_map(tmp_path: Path, monkeypatch: pytest.Monk
     _fake_loader(monkeypatch, _TinyMapNet(), calls)
     a = np.full((20, 30), 0.5, np.float32)
     b = np.full((20, 30), 0.3, np.float32)
+    a[:, 15:] = 0.2  # an edge the gain equalisation keeps (its low-pass is far wider than the frame)
     lp, rp = _write16(tmp_path / "L.png", a), _write16(tmp_path / "R.png", b)
     doc = run_map([lp, rp], tmp_path / "m.npy", model_name="tiny", signed=True, baseline="h",
                   black_level=1024, white_level=61024, device="cpu")
     assert calls == [{"name": "tiny", "weights_file": None, "task": "map"}]
     m = np.load(tmp_path / "m.npy")
     assert m.shape == (20, 30)
-    np.testing.assert_allclose(m, 2.0, atol=1e-3)  # 10 * (0.5 - 0.3)
+    # raw frames (a black level) are linear: the network sees prepare_linear_dp's views, not a and b
+    pa, pb = prepare_linear_dp(a, b)
+    np.testing.assert_allclose(m, 10 * (pa - pb), atol=2e-3)
+    assert not np.allclose(m, 10 * (a - b), atol=0.05)
     assert doc["model"] == "tiny" and doc["items"][0]["signed"] is True and doc["items"][0]["baseline"] == "h"
+
+
+def test_prepare_linear_dp_removes_vignetting_and_applies_the_tone_curve() -> None:
+    rng = np.random.default_rng(0)
+    scene = cv2.GaussianBlur(rng.random((96, 128)).astype(np.float32), (0, 0), 1.5) * 0.5 + 0.1
+    x = np.linspace(0, 1, 128, dtype=np.float32)[None]
+    left, right = scene * (1.0 + 0.4 * x), scene * (1.0 - 0.2 * x)  # opposite vignetting of the two views
+    pl, pr = prepare_linear_dp(left, right)
+    assert pl.shape == left.shape and pl.dtype == np.float32 and 0 <= pl.min() and pl.max() <= 1
+    ratio = pl / pr
+    assert abs(float(np.median(ratio[:, -16:])) - 1.0) < 0.03  # was (1.4 / 0.8) ** (1 / 2.2) ≈ 1.29
+    raw = np.median(left[:, -16:] / right[:, -16:])
+    assert raw > 1.6
+    flat = np.full((8, 8), 0.25, np.float32)
+    fl, _ = prepare_linear_dp(flat, flat)
+    np.testing.assert_allclose(fl, 0.25 ** (1 / 2.2), rtol=1e-5)
+    nl, _ = prepare_linear_dp(flat, flat * 0.5, equalize=False, gamma=1.0)
+    np.testing.assert_allclose(nl, flat)
 
 
 def test_learned_vertical_baseline_transposes_back(monkeypatch: pytest.MonkeyPatch) -> None:

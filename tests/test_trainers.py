@@ -4,6 +4,7 @@ No ../shared needed: the training data is synthesised from a generated test phot
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,70 @@ def test_defocusgan_map_trainer_banks_reblur_their_own_view(cache_file: Path, tm
     for key, view in (("bank_l", "left"), ("bank_r", "right")):
         ref = BlurKernelBank(6, view=view).state_dict()
         assert all(torch.equal(ck[key][k], ref[k]) for k in ref), f"{key} is not the {view!r} bank"
+
+
+def test_cross_reblur_loss_is_smallest_at_the_true_signed_coc() -> None:
+    """L ∗ K_R(c) = R ∗ K_L(c) holds at the true c only: not at 0, not at −c (the sign), not at 2c."""
+    from defocus_cli.archs.defocusgan_map import BlurKernelBank
+    from defocus_cli.train.defocusgan_map import cross_reblur_loss
+
+    torch.manual_seed(0)
+    sharp = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 64, 64), 3, 1, 1)
+    bl, br = BlurKernelBank(9, view="left"), BlurKernelBank(9, view="right")
+    for c0 in (3.0, -4.0):
+        c = torch.full((1, 1, 64, 64), c0)
+        left, right = bl(sharp, c), br(sharp, c)
+        at = {t: cross_reblur_loss(torch.full_like(c, t), left, right, bl, br).item() for t in (0.0, c0, -c0, 2 * c0)}
+        assert at[c0] < 0.3 * min(at[0.0], at[-c0], at[2 * c0]), at
+
+
+def _real_dp_folder(root: Path, names: tuple[str, ...] = ("a", "b")) -> Path:
+    rng = np.random.default_rng(1)
+    for sub in ("left", "right"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for nm in names:
+        base = cv2.GaussianBlur(rng.random((40, 48)).astype(np.float32), (0, 0), 1.0)
+        for sub, shift in (("left", 1), ("right", -1)):
+            v = np.roll(base, shift, axis=1) * 8000 + 1024
+            cv2.imwrite(str(root / sub / f"{nm}.png"), v.astype(np.uint16))
+    return root
+
+
+def test_real_dp_crops_shapes_and_scenes(tmp_path: Path) -> None:
+    from defocus_cli.train.defocusgan_map import RealDPCrops
+
+    root = _real_dp_folder(tmp_path / "dp", ("a", "b", "c"))
+    crops = RealDPCrops(str(root), "a,c", black=1024, scales="1.0,0.5", patch=16, seed=0)
+    assert crops.names == ["a", "c"] and len(crops.views) == 4  # 2 scenes x 2 scales (20x24 ≥ 16)
+    b = crops.sample(3)
+    assert b["left"].shape == (3, 3, 16, 16) and b["right"].shape == (3, 3, 16, 16)
+    assert 0 <= float(b["left"].min()) and float(b["left"].max()) <= 1
+    assert torch.equal(b["left"][:, 0], b["left"][:, 2])  # grey replicated to RGB
+    assert not torch.equal(b["left"], b["right"])
+
+
+def test_defocusgan_map_trainer_with_real_pairs(cache_file: Path, tmp_path: Path) -> None:
+    """w_cross > 0 with real_dir: the cross re-blur term is logged in both phases, the real kernel banks are
+    checkpointed, trained in the bank phase and stay blur kernels; grey turns the synthetic views grey."""
+    from defocus_cli.archs.defocusgan_map import BlurKernelBank
+    from defocus_cli.train.defocusgan_map import MapTrainConfig, _to_grey_batch, train_config
+
+    root = _real_dp_folder(tmp_path / "dp")
+    cfg = MapTrainConfig(run=str(tmp_path / "mr"), cache=[str(cache_file)], patch=32, batch=1, steps=2,
+                         levels=6, map_first=1, alt_steps=1, export=None, real_dir=str(root), real_scales="1.0",
+                         real_batch=1, real_levels=4, w_cross=5.0, lr_bank=1e-2, grey=True)
+    s = train_config(cfg)
+    assert s["step"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "mr" / "log.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in rows] == ["map", "bank"]
+    assert all(np.isfinite(r["cross"]) for r in rows) and "real_abs_coc" in rows[0]
+    ck = torch.load(tmp_path / "mr" / "last.pt", weights_only=True)
+    ref = BlurKernelBank(4, view="left").state_dict()
+    pos = ck["real_l"]["pos"]
+    assert not torch.equal(pos, ref["pos"])  # the bank phase trained the real bank
+    assert float(pos.min()) >= 0 and torch.allclose(pos.sum(dim=(-2, -1)), torch.ones(4, 1), atol=1e-5)
+    g = _to_grey_batch({"left": torch.rand(1, 3, 4, 4), "coc": torch.rand(1, 1, 4, 4)})
+    assert torch.equal(g["left"][:, 0], g["left"][:, 1]) and g["coc"].shape == (1, 1, 4, 4)
 
 
 def test_defocusgan_trainer_with_critic(cache_file: Path, tmp_path: Path) -> None:

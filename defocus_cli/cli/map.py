@@ -63,7 +63,8 @@ def map_command(
     ] = False,
     black_level: Annotated[
         float, typer.Option("--black-level", min=0, help="Subtract this sensor black level first (e.g. 1024 for "
-                            "Pixel 4 DP frames).")
+                            "Pixel 4 DP frames). The views are then taken as linear raw values: the learned "
+                            "method gain-matches them (DP vignetting) and applies a tone curve first.")
     ] = 0.0,
     white_level: Annotated[
         Optional[float],

@@ -15,6 +15,19 @@ What we do (documented in the model card):
   (default 17: radii 0..16 px, larger predictions are clamped inside the bank).
 * **TV prior** on the predicted map (weight ``w_tv``).
 * **supervision** (our addition; we have ground truth): ``w_sup · L1(map, coc)`` with the synthetic signed CoC.
+* **real DP pairs, unsupervised (issue 15)**: with ``real_dir`` and ``w_cross > 0`` every map step also draws
+  ``real_batch`` crops of real raw DP pairs (``real_dir/left/*.png``, ``real_dir/right/*.png``, uint16, black
+  level ``real_black``; put through :func:`defocus_cli.defocus_map.prepare_linear_dp`, at the scales
+  ``real_scales``) and adds ``w_cross · L_cross + w_real_tv · TV``. There is no sharp image for a real pair, but
+  in the DP model both views blur one sharp scene ``S``: ``L = S ∗ K_L(c)``, ``R = S ∗ K_R(c)``, so (blur locally
+  constant, convolution commutes) ``L ∗ K_R(c) = S ∗ K_L(c) ∗ K_R(c) = R ∗ K_L(c)``: **cross re-blur**, each view
+  re-blurred with the *other* view's kernel at the predicted signed CoC must give the same image
+  (:func:`cross_reblur_loss`). At c = 0 the residual is ``|L − R|``; at the true c it vanishes; the sign of c
+  matters because ``K_L(−c) = K_R(c)``. A second pair of kernel banks (``real_levels`` levels) serves these
+  pairs and is trained in the bank phases with the same projection, so the real camera's kernels are learned
+  as in the paper, apart from the synthetic generator's.
+* ``grey``: the synthetic views (and sharp image) are replaced by their green channel replicated to RGB, like a
+  phone's green DP views.
 * **alternation**: ``map_first`` steps with the bank frozen, then windows of ``alt_steps`` steps switching
   between bank-only (map net frozen, no supervised term) and map-only updates. After each bank step every
   kernel is projected back to non-negative values summing to one (a blur kernel).
@@ -40,7 +53,8 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MapTrainConfig", "map_loss", "project_bank", "coc_error", "train_config"]
+__all__ = ["MapTrainConfig", "map_loss", "cross_reblur_loss", "RealDPCrops", "project_bank", "coc_error",
+           "train_config"]
 
 
 @dataclass
@@ -69,10 +83,106 @@ class MapTrainConfig:
     init: str | None = None
     device: str = "cpu"
     bf16: bool = False
+    grey: bool = False
+    real_dir: str | None = None
+    real_scenes: str = ""
+    real_black: float = 1024.0
+    real_scales: str = "0.5,1.0"
+    real_batch: int = 2
+    real_levels: int = 13
+    w_cross: float = 0.0
+    w_real_tv: float = 1e-3
 
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=1, keepdim=True)
+
+
+def _tv(x: torch.Tensor) -> torch.Tensor:
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., 1:] - x[..., :-1]).abs().mean()
+
+
+def cross_reblur_loss(pred: torch.Tensor, left: torch.Tensor, right: torch.Tensor, bank_l: nn.Module,
+                      bank_r: nn.Module) -> torch.Tensor:
+    """Cross re-blur loss of a signed CoC map on a DP pair without a sharp image (see module docstring).
+
+    Args:
+        pred: ``(N, 1, P, P)`` signed CoC radius (px).
+        left, right: ``(N, C, P, P)`` DP views in [0, 1] (the loss uses their channel mean).
+        bank_l, bank_r: :class:`~defocus_cli.archs.defocusgan_map.BlurKernelBank` of the left and right view.
+    Returns:
+        scalar ``L1(left ∗ K_R(pred), right ∗ K_L(pred))``.
+    """
+    return F.l1_loss(bank_r(_grey(left), pred), bank_l(_grey(right), pred))
+
+
+class RealDPCrops:
+    """Random crops of real raw DP pairs held in memory (for :func:`cross_reblur_loss`).
+
+    ``root/left/NAME.png`` and ``root/right/NAME.png`` (uint16 or 8-bit, one or three channels), black level
+    ``black``; each pair is scaled to [0, 1], put through :func:`defocus_cli.defocus_map.prepare_linear_dp`
+    (gain equalisation, tone curve) and kept at every factor of ``scales`` (INTER_AREA).
+    :meth:`sample` → ``{"left", "right"}`` ``(B, 3, P, P)`` float32 [0, 1] (grey replicated to RGB), random
+    position, scene and scale, random vertical flip (a horizontal flip would swap the views' roles).
+    """
+
+    def __init__(self, root: str, scenes: str | list[str] = "", black: float = 1024.0,
+                 scales: str | list[float] = "0.5,1.0", patch: int = 96, seed: int = 0) -> None:
+        import cv2
+        import numpy as np
+
+        from defocus_cli.defocus_map import prepare_linear_dp
+        from defocus_cli.errors import InputError
+        from defocus_cli.map_io import load_dp_pair
+
+        base = __import__("pathlib").Path(root)
+        names = [x.strip() for x in scenes.split(",") if x.strip()] if isinstance(scenes, str) else list(scenes)
+        names = names or sorted(p.stem for p in (base / "left").glob("*.png"))
+        facs = [float(x) for x in scales.split(",")] if isinstance(scales, str) else [float(x) for x in scales]
+        self.patch = patch
+        self.rng = np.random.default_rng(seed)
+        self.views: list[tuple[np.ndarray, np.ndarray]] = []
+        for nm in names:
+            lv, rv = load_dp_pair(base / "left" / f"{nm}.png", base / "right" / f"{nm}.png", black_level=black)
+            a, b = lv.pixels.mean(axis=2), rv.pixels.mean(axis=2)
+            a, b = prepare_linear_dp(a, b)
+            for f in facs:
+                if f != 1.0:
+                    size = (round(a.shape[1] * f), round(a.shape[0] * f))
+                    sa = cv2.resize(a, size, interpolation=cv2.INTER_AREA)
+                    sb = cv2.resize(b, size, interpolation=cv2.INTER_AREA)
+                else:
+                    sa, sb = a, b
+                if min(sa.shape) >= patch:
+                    self.views.append((sa, sb))
+        if not self.views:
+            raise InputError(f"no real DP pair of at least {patch} px under {root} (scenes {names})")
+        self.names = names
+
+    def sample(self, batch: int) -> dict[str, torch.Tensor]:
+        """``batch`` random crops: ``{"left", "right"}`` each ``(batch, 3, P, P)`` float32 [0, 1]."""
+        import numpy as np
+
+        ls, rs = [], []
+        p = self.patch
+        for _ in range(batch):
+            a, b = self.views[int(self.rng.integers(len(self.views)))]
+            y = int(self.rng.integers(0, a.shape[0] - p + 1))
+            x = int(self.rng.integers(0, a.shape[1] - p + 1))
+            ca, cb = a[y:y + p, x:x + p], b[y:y + p, x:x + p]
+            if self.rng.random() < 0.5:
+                ca, cb = ca[::-1], cb[::-1]
+            ls.append(np.ascontiguousarray(ca))
+            rs.append(np.ascontiguousarray(cb))
+        left = torch.from_numpy(np.stack(ls))[:, None].expand(-1, 3, -1, -1).contiguous()
+        right = torch.from_numpy(np.stack(rs))[:, None].expand(-1, 3, -1, -1).contiguous()
+        return {"left": left, "right": right}
+
+
+def _to_grey_batch(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Synthetic batch with every image replaced by its green channel replicated to RGB (phone DP views)."""
+    return {k: (v[:, 1:2].expand_as(v).contiguous() if k in ("left", "right", "sharp", "blur") and v.shape[1] == 3
+                else v) for k, v in b.items()}
 
 
 def project_bank(bank: nn.Module) -> None:
@@ -88,7 +198,7 @@ def map_loss(pred: torch.Tensor, b: dict[str, torch.Tensor], bank_l: nn.Module, 
     """Loss of a predicted signed map ``pred`` ``(N, 1, P, P)`` (px) on batch ``b`` (see module docstring)."""
     sharp = _grey(b["sharp"])
     l_rb = F.l1_loss(bank_l(sharp, pred), _grey(b["left"])) + F.l1_loss(bank_r(sharp, pred), _grey(b["right"]))
-    l_tv = (pred[..., 1:, :] - pred[..., :-1, :]).abs().mean() + (pred[..., 1:] - pred[..., :-1]).abs().mean()
+    l_tv = _tv(pred)
     total = cfg.w_reblur * l_rb + cfg.w_tv * l_tv
     logs = {"reblur": l_rb.item(), "tv": l_tv.item()}
     if "coc" in b:
@@ -144,7 +254,16 @@ def train_config(cfg: MapTrainConfig) -> dict[str, Any]:
     bank_l = BlurKernelBank(cfg.levels, view="left").to(device)
     bank_r = BlurKernelBank(cfg.levels, view="right").to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    opt_bank = torch.optim.Adam(list(bank_l.parameters()) + list(bank_r.parameters()), lr=cfg.lr_bank)
+    real = None
+    real_l = real_r = None
+    bank_params = list(bank_l.parameters()) + list(bank_r.parameters())
+    if cfg.real_dir and cfg.w_cross > 0:
+        real = RealDPCrops(cfg.real_dir, cfg.real_scenes, cfg.real_black, cfg.real_scales, cfg.patch, cfg.seed)
+        log.info("cross re-blur on %d real DP pairs (%s)", len(real.names), ",".join(real.names))
+        real_l = BlurKernelBank(cfg.real_levels, view="left").to(device)
+        real_r = BlurKernelBank(cfg.real_levels, view="right").to(device)
+        bank_params += list(real_l.parameters()) + list(real_r.parameters())
+    opt_bank = torch.optim.Adam(bank_params, lr=cfg.lr_bank)
     step = 0
     state = run.load_last()
     if state is not None:
@@ -152,7 +271,13 @@ def train_config(cfg: MapTrainConfig) -> dict[str, Any]:
         bank_l.load_state_dict(state["bank_l"])
         bank_r.load_state_dict(state["bank_r"])
         opt.load_state_dict(state["optim"])
-        opt_bank.load_state_dict(state["optim_bank"])
+        if real_l is not None and "real_l" in state:
+            real_l.load_state_dict(state["real_l"])
+            real_r.load_state_dict(state["real_r"])
+        try:
+            opt_bank.load_state_dict(state["optim_bank"])
+        except ValueError:  # the run gained (real) banks since: their optimiser state starts afresh
+            log.info("kernel-bank optimiser state does not match; starting it afresh")
         step = int(state["step"])
         log.info("resumed %s at step %d", cfg.run, step)
     elif cfg.init:
@@ -167,9 +292,12 @@ def train_config(cfg: MapTrainConfig) -> dict[str, Any]:
     recent: list[float] = []
 
     def checkpoint() -> None:
-        run.save({"model": model.state_dict(), "bank_l": bank_l.state_dict(), "bank_r": bank_r.state_dict(),
-                  "optim": opt.state_dict(), "optim_bank": opt_bank.state_dict(), "step": step,
-                  "config": str(asdict(cfg))})
+        state = {"model": model.state_dict(), "bank_l": bank_l.state_dict(), "bank_r": bank_r.state_dict(),
+                 "optim": opt.state_dict(), "optim_bank": opt_bank.state_dict(), "step": step,
+                 "config": str(asdict(cfg))}
+        if real_l is not None:
+            state.update(real_l=real_l.state_dict(), real_r=real_r.state_dict())
+        run.save(state)
         if cfg.export:
             export_safetensors(model, cfg.export, arch="defocusgan-map", steps=step,
                                notes="signed CoC radius (px); trained on synthetic DP defocus with the learnable "
@@ -181,6 +309,9 @@ def train_config(cfg: MapTrainConfig) -> dict[str, Any]:
             from defocus_cli.errors import InputError
 
             raise InputError("the defocus-map network needs dual-pixel views: train on synthetic data")
+        if cfg.grey:
+            b = _to_grey_batch(b)
+        rb = {k: v.to(device) for k, v in real.sample(cfg.real_batch).items()} if real is not None else None
         ts = time.monotonic()
         bank_phase = step >= cfg.map_first and ((step - cfg.map_first) // cfg.alt_steps) % 2 == 0
         model.train(not bank_phase)
@@ -188,15 +319,27 @@ def train_config(cfg: MapTrainConfig) -> dict[str, Any]:
             with torch.no_grad(), autocast(cfg.bf16, device):
                 pred = model(b["left"], b["right"]).float()
             loss, logs = map_loss(pred, b, bank_l, bank_r, cfg, supervised=False)
+            if rb is not None:
+                with torch.no_grad(), autocast(cfg.bf16, device):
+                    pr = model(rb["left"], rb["right"]).float()
+                l_cross = cross_reblur_loss(pr, rb["left"], rb["right"], real_l, real_r)
+                loss = loss + cfg.w_cross * l_cross
+                logs["cross"] = l_cross.item()
             opt_bank.zero_grad(set_to_none=True)
             loss.backward()
             opt_bank.step()
-            project_bank(bank_l)
-            project_bank(bank_r)
+            for bk in (bank_l, bank_r) + ((real_l, real_r) if real_l is not None else ()):
+                project_bank(bk)
         else:
             with autocast(cfg.bf16, device):
                 pred = model(b["left"], b["right"]).float()
             loss, logs = map_loss(pred, b, bank_l, bank_r, cfg, supervised=True)
+            if rb is not None:
+                with autocast(cfg.bf16, device):
+                    pr = model(rb["left"], rb["right"]).float()
+                l_cross = cross_reblur_loss(pr, rb["left"], rb["right"], real_l, real_r)
+                loss = loss + cfg.w_cross * l_cross + cfg.w_real_tv * _tv(pr)
+                logs.update(cross=l_cross.item(), real_abs_coc=pr.abs().mean().item())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
