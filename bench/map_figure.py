@@ -1,5 +1,7 @@
 """A figure of `defocus map` on real dual-pixel photos: for each Google Pixel 4 scene in ../shared/data/pixel4_dp,
-the left view, the classical map, the learned map (``defocusgan-map``) and the ground truth, side by side.
+the left view, the classical map, the learned map (``defocusgan-map``, views prepared as `defocus map --black-level`
+does) and the ground truth, side by side. The shipped learned map was fine-tuned on scenes 002, 006, 010, 014
+(weights/defocusgan-map.md): only the other four are held out.
 
 Each map is shown with its sign aligned to the ground truth (the ground truth is affine to inverse depth, so
 only the order of values is comparable) and stretched between its own 2nd and 98th percentiles (turbo colour
@@ -75,7 +77,7 @@ def main() -> None:
         tiles = [_label(cv2.resize((np.repeat(view[..., None], 3, 2) * 255).astype(np.uint8), size,
                                    interpolation=cv2.INTER_AREA), f"{sid} left view")]
         for name, kw in (("classical", {"method": "classical"}), ("learned", {"method": "learned", "model": learned})):
-            r = estimate_dp_map(left.pixels, right.pixels, **kw).radius
+            r = estimate_dp_map(left.pixels, right.pixels, linear=True, **kw).radius
             rho = spearman(r[valid], gt[valid])
             aligned = r if rho >= 0 else -r
             tiles.append(_label(cv2.resize(_colour(aligned), size, interpolation=cv2.INTER_AREA),
