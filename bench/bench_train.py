@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
-from _common import SHARED, others_busy, write_json  # noqa: I001 - bench/ is on sys.path when run as a script
+from _common import SHARED, timed, write_json  # noqa: I001 - bench/ is on sys.path when run as a script
 
 SYNTH = {"coc_px": 20, "in_focus_prob": 0.1, "min_blur_fraction": 0.3, "noise_scale": 0.5, "highlight_prob": 0.3}
 
@@ -79,12 +78,15 @@ def main() -> None:
     step = 1
     for _ in range(args.rounds):
         for name, f in jobs.items():
-            t0, c0 = time.perf_counter(), others_busy()
-            for _ in range(args.steps):
-                f(step)
-                step += 1
-            dt = time.perf_counter() - t0
-            busy.append(others_busy(c0))
+            first = step
+
+            def run(f=f, first=first) -> None:  # noqa: ANN001
+                for s in range(first, first + args.steps):
+                    f(s)
+
+            dt, others = timed(run)
+            step += args.steps
+            busy.append(others)
             rates[name].append(batch * args.steps / dt)
     rows = {k: round(statistics.median(v), 2) for k, v in rates.items()}
     print(f"| {'configuration':<20} | samples/s |")

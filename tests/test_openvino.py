@@ -255,13 +255,23 @@ def _run(args: list[str]) -> Any:
 
 
 @needs_ov
-def test_cli_backend_openvino_int8(tmp_path: Path) -> None:
+def test_cli_backend_openvino_int8_follows_its_gate(tmp_path: Path) -> None:
+    """int8 runs when the shipped IR passed its quality gate; otherwise it is refused up front (exit 2), naming the
+    precisions that did pass, and nothing is written."""
+    from defocus_cli import registry
+    from defocus_cli.backends import validated_precisions
+
+    valid = validated_precisions(registry.get_spec("sftnet").openvino or {})
     out = tmp_path / "o.png"
     r = _run(["deblur", str(ROOT / "examples" / "chelsea_blurry.jpg"), "-o", str(out), "--backend", "openvino",
               "--precision", "int8", "--json", "-q"])
-    assert r.exit_code == 0, r.output
-    doc = json.loads(r.stdout)
-    assert doc["backend"] == "openvino" and doc["precision"] == "int8" and out.is_file()
+    if "int8" in valid:
+        assert r.exit_code == 0, r.output
+        doc = json.loads(r.stdout)
+        assert doc["backend"] == "openvino" and doc["precision"] == "int8" and out.is_file()
+    else:
+        assert r.exit_code == 2 and "int8 is not validated" in r.output and ", ".join(valid) in r.output
+        assert not out.exists()
 
 
 def test_cli_without_openvino(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
