@@ -8,7 +8,7 @@ only the order of values is comparable) and stretched between its own 2nd and 98
 map); pixels without ground truth are grey in the ground-truth column. The |Spearman| of each map is printed
 under it.
 
-    python bench/map_figure.py                       # -> docs/figures/map_pixel4.png
+    python bench/map_figure.py                       # -> docs/figures/map_pixel4.jpg
     python bench/map_figure.py --scenes 002,008 --width 200 --out /tmp/maps.png
 
 The scenes are research data without a licence file (Xin et al., ICCV 2021): the figure holds only small
@@ -60,7 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenes", default="", help="comma-separated scene ids (default: all)")
     ap.add_argument("--width", type=int, default=224, help="width of each preview, px")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "figures" / "map_pixel4.png")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "figures" / "map_pixel4.jpg")
     args = ap.parse_args()
     if not DATA.is_dir():
         sys.exit(f"needs {DATA} (development data, not part of a clone)")
@@ -88,7 +88,8 @@ def main() -> None:
         rows.append(np.concatenate([t for tile in tiles for t in (tile, gap)][:-1], axis=1))
     fig = np.concatenate(rows, axis=0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    ok, buf = cv2.imencode(".png", fig[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    ext = args.out.suffix.lower() or ".png"
+    ok, buf = cv2.imencode(ext, fig[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85] if ext in (".jpg", ".jpeg") else [])
     atomic_write(args.out, lambda tmp: tmp.write_bytes(buf.tobytes()))
     print(f"wrote {args.out} ({fig.shape[1]}x{fig.shape[0]})")
 
