@@ -56,6 +56,15 @@ def _driver(tmp_path: Path, argv: list[str], mark: Path | None = None) -> list[s
     return [sys.executable, str(script)]
 
 
+def _fresh_signals() -> None:
+    """Child set-up: default SIGINT/SIGTERM, unblocked. A child inherits its parent's ignored signals and signal
+    mask, and this pytest process may hold either from another test's library (seen in the full suite: the
+    SIGINT variants hung while each passed alone); the product must be tested as a shell would start it."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 def _wait_for(p: Path, proc: subprocess.Popen, seconds: float = 120.0) -> None:
     t0 = time.monotonic()
     while not p.exists():
@@ -80,7 +89,7 @@ def test_signal_during_temp_write_leaves_nothing(tmp_path: Path, sig: int, code:
     out = tmp_path / "out"
     mark = tmp_path / "mark"
     proc = subprocess.Popen(_driver(tmp_path, ["deblur", str(src), "-o", str(out) + "/"], mark),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_fresh_signals)
     _wait_for(mark, proc)
     temps = [p.name for p in out.iterdir()]
     assert temps and all(n.startswith(".defocus-") and n.endswith(".tmp") for n in temps), temps
@@ -107,7 +116,7 @@ def test_signal_while_the_pipeline_writes_in_the_background_leaves_nothing(
     out = tmp_path / "out"
     mark = tmp_path / "mark"
     proc = subprocess.Popen(_driver(tmp_path, ["deblur", str(src), "-o", str(out) + "/"], mark),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_fresh_signals)
     _wait_for(mark, proc)
     assert [p.name for p in out.iterdir()][0].startswith(".defocus-")
     proc.send_signal(sig)
@@ -122,7 +131,7 @@ def test_closed_stdout_exits_quietly(tmp_path: Path) -> None:
     src = tmp_path / "noise.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (1400, 1400, 3), dtype=np.uint8)).save(src)  # > the pipe buffer
     proc = subprocess.Popen(_driver(tmp_path, ["deblur", str(src), "-o", "-", "--format", "png"]),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_fresh_signals)
     assert proc.stdout is not None and proc.stderr is not None
     assert proc.stdout.read(1)  # like `| head -c1`: read one byte, then close the pipe
     proc.stdout.close()
