@@ -41,17 +41,10 @@ def _colour(v: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     return rgb
 
 
-def _label(tile: np.ndarray, text: str) -> np.ndarray:
-    import cv2
-
-    bar = np.full((18, tile.shape[1], 3), 255, np.uint8)
-    cv2.putText(bar, text, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([tile, bar], axis=0)
-
-
 def main() -> None:
     import cv2
 
+    from defocus_cli.data.figures import label
     from defocus_cli.defocus_map import estimate_dp_map
     from defocus_cli.map_io import load_dp_pair
     from defocus_cli.safe_io import atomic_write
@@ -74,16 +67,16 @@ def main() -> None:
         h, w = gt.shape
         size = (args.width, round(h * args.width / w))
         view = np.clip(left.pixels.reshape(h, w, -1)[..., 0], 0, 1) ** (1 / 2.2)
-        tiles = [_label(cv2.resize((np.repeat(view[..., None], 3, 2) * 255).astype(np.uint8), size,
+        tiles = [label(cv2.resize((np.repeat(view[..., None], 3, 2) * 255).astype(np.uint8), size,
                                    interpolation=cv2.INTER_AREA), f"{sid} left view")]
         for name, kw in (("classical", {"method": "classical"}), ("learned", {"method": "learned", "model": learned})):
             r = estimate_dp_map(left.pixels, right.pixels, linear=True, **kw).radius
             rho = spearman(r[valid], gt[valid])
             aligned = r if rho >= 0 else -r
-            tiles.append(_label(cv2.resize(_colour(aligned), size, interpolation=cv2.INTER_AREA),
+            tiles.append(label(cv2.resize(_colour(aligned), size, interpolation=cv2.INTER_AREA),
                                 f"{name} |rho| {abs(rho):.2f}"))
             print(f"{sid} {name}: |spearman| {abs(rho):.3f}", flush=True)
-        tiles.append(_label(cv2.resize(_colour(gt, valid), size, interpolation=cv2.INTER_NEAREST), "ground truth"))
+        tiles.append(label(cv2.resize(_colour(gt, valid), size, interpolation=cv2.INTER_NEAREST), "ground truth"))
         gap = np.full((tiles[0].shape[0], 4, 3), 255, np.uint8)
         rows.append(np.concatenate([t for tile in tiles for t in (tile, gap)][:-1], axis=1))
     fig = np.concatenate(rows, axis=0)

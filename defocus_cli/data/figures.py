@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 
-def _label(tile: np.ndarray, text: str) -> np.ndarray:
+def label(tile: np.ndarray, text: str) -> np.ndarray:
+    """``tile`` (H, W, 3) uint8 RGB with an 18 px white caption bar above it holding ``text``."""
     import cv2
 
     bar = np.full((18, tile.shape[1], 3), 255, np.uint8)
@@ -37,7 +38,7 @@ def sample_grid(samples: Sequence[dict[str, torch.Tensor]]) -> np.ndarray:
         m = float(s["coc"].abs().max())
         tiles = [_u8(s["blur"]), _u8(s["left"]), _u8(s["right"]), _u8(s["sharp"]), coc_colour(s["coc"], m)]
         names = ["blurred (combined)", "left view", "right view", "sharp target", f"CoC, max |r| {m:.1f} px"]
-        rows.append(np.concatenate([_label(t, n) for t, n in zip(tiles, names)], 1))
+        rows.append(np.concatenate([label(t, n) for t, n in zip(tiles, names)], 1))
     return np.concatenate(rows, 0)
 
 
@@ -48,7 +49,7 @@ def before_after(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]], crop: int 
         h, w = a.shape[:2]
         y, x = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
         ta, tb = _u8(a[y:y + crop, x:x + crop]), _u8(b[y:y + crop, x:x + crop])
-        rows.append(np.concatenate([_label(ta, f"{name}: input"), _label(tb, "output")], 1))
+        rows.append(np.concatenate([label(ta, f"{name}: input"), label(tb, "output")], 1))
     wmax = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 0), (0, wmax - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     return np.concatenate(rows, 0)
