@@ -231,7 +231,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     ``n_blocks`` (conditioned blocks; more than ``--init``'s file grows it, see :func:`grow_init`); ``fft_weight`` (frequency loss, 0.1 ×
     L1 of the FFT), ``ema`` (decay of the exported weight average; 0 = off), ``weight_decay`` (AdamW),
     ``tone_sigma`` (px; train and export with :func:`defocus_cli.tone.lock_tone`), ``stages``,
-    ``warmup``, ``progress_every`` (steps between progress lines on stderr), ``syn_val_n`` (synthetic held-out
+    ``curriculum`` (``[[fraction, patch], ...]`` of the patch-size schedule; default ``[[0, 96], [0.3, 128], [0.65,
+    P]]`` capped at ``--patch`` P), ``warmup``, ``progress_every`` (steps between progress lines on stderr), ``syn_val_n`` (synthetic held-out
     patches validated beside ``opts.val``; 0 = none), ``minutes`` (wall-clock limit of
     this invocation; 0 = none), ``save_every_s``."""
     from defocus_cli.archs.sftnet import SFTNet
@@ -274,6 +275,10 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     total = int(opts.steps)
     p = int(opts.patch)
     schedule = [(0.0, min(96, p)), (0.3, min(128, p)), (0.65, p)]
+    if "curriculum" in opts.extra:  # [[fraction, patch], ...]; e.g. [[0, 192]] = the full patch from the start
+        schedule = [(float(f), min(int(q), p)) for f, q in opts.extra["curriculum"]]
+        if not schedule or schedule[0][0] != 0.0:
+            raise ValueError(f"curriculum must start at fraction 0, got {opts.extra['curriculum']!r}")
     syn_test = None
     if opts.data is not None and opts.synthetic and int(opts.extra.get("syn_val_n", 12)) > 0:
         from defocus_cli.data import synthetic_test_set
