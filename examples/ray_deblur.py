@@ -20,7 +20,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from defocus_cli.batch import BatchOptions, BatchResult, json_document
+from defocus_cli.batch import BatchOptions, BatchResult
+from defocus_cli.cli.batch_output import batch_exit_code, json_document
 from defocus_cli.distributed import EngineSettings, plan_inputs, run_distributed
 from defocus_cli.errors import DefocusError, UsageError
 from defocus_cli.sharding import parse_shard
@@ -98,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(json_document(result, header), indent=2))
     if not a.quiet:
         print(summary_table(result), file=sys.stderr)
-    return result.exit_code
+    return batch_exit_code(result)
 
 
 if __name__ == "__main__":
