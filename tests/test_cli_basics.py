@@ -145,3 +145,26 @@ def test_readme_commands_match_ci() -> None:
     assert install in ci_lines
     assert test_cmd in ci_lines
     assert "defocus deblur " + deblur in ci_lines
+
+
+def test_exit_code_table_matches_the_documented_codes() -> None:
+    """cli/exit_codes.py is the one table; its codes are the README's, and no row hides a later one."""
+    import re
+    from pathlib import Path
+
+    from defocus_cli.cli.exit_codes import DEFAULT, EXIT_CODES, Terminated, exit_code
+    from defocus_cli.errors import DefocusError, DeviceError, InputError, OutputError, UsageError, WeightsError
+
+    for i, row in enumerate(EXIT_CODES):  # most specific first: an earlier row never takes a later row's type
+        assert not any(issubclass(row.error, earlier.error) for earlier in EXIT_CODES[:i]), row
+    cases = {UsageError("u"): 2, WeightsError("w"): 3, DeviceError("d"): 4, InputError("i"): 1, OutputError("o"): 1,
+             DefocusError("x"): 1, KeyboardInterrupt(): 130, BrokenPipeError(): 141, Terminated(): 143,
+             OSError("disk"): 1, ValueError("v"): 1}
+    assert {type(e).__name__: exit_code(e) for e in cases} == {type(e).__name__: c for e, c in cases.items()}
+    assert exit_code(WeightsError) == 3 and DEFAULT.code == 1
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    documented = {int(c) for row in re.findall(r"^\| ([\d /]+) \|", table, flags=re.M) for c in row.split("/")}
+    assert documented == {0, 1, 2, 3, 4, 130, 141, 143}
+    assert {row.code for row in EXIT_CODES} | {0} == documented
+

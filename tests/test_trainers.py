@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from defocus_cli.cli.exit_codes import exit_code
+
 cv2 = pytest.importorskip("cv2")
 
 
@@ -320,7 +322,7 @@ def test_trainers_refuse_an_unavailable_device_before_creating_anything(model: s
                         run_dir=tmp_path / "r", out=tmp_path / "w.safetensors")
     with pytest.raises(DeviceError, match="use --device cpu") as e:
         run(opts)
-    assert e.value.exit_code == 4 and "\n" not in str(e.value)
+    assert exit_code(e.value) == 4 and "\n" not in str(e.value)
     assert not (tmp_path / "r").exists()
 
 
