@@ -16,7 +16,7 @@ Three steps, each a function:
    the input order.
    Progress is reported through plain callbacks (``on_start(total)``, ``on_item(item)``); the
    :class:`BatchResult` says what happened to every item.
-3. The command line renders it (:mod:`defocus_cli.cli.batch_output`): the summary line (stderr) or the
+3. The command line renders it (``cli/batch_output.py``): the summary line (stderr) or the
    ``--json`` document (stdout), and the exit code (0 when every item was written or skipped, 1 when any failed).
    This module prints nothing and draws no progress bar.
 

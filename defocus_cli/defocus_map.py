@@ -1,6 +1,6 @@
 """Defocus maps: per-pixel circle-of-confusion (CoC) radius in px, from a dual-pixel (DP) pair or one image.
 
-Library side of ``defocus map`` (the CLI adapter is :mod:`defocus_cli.cli.map`):
+Library side of ``defocus map`` (the CLI adapter is ``cli/map.py``):
 
 * :func:`estimate_dp_map` — DP pair → signed radius. ``method="learned"`` runs a map network (task ``map``,
   e.g. the DefocusGAN map net) through :func:`defocus_cli.runtime.run_engine` (tiles, device, precision);

@@ -168,3 +168,32 @@ def test_exit_code_table_matches_the_documented_codes() -> None:
     assert documented == {0, 1, 2, 3, 4, 130, 141, 143}
     assert {row.code for row in EXIT_CODES} | {0} == documented
 
+
+def test_only_the_command_line_prints_or_imports_cli() -> None:
+    """ARCHITECTURE.md's rule: the library never imports cli/, never prints, never draws with rich
+    (the entry point __main__.py may import cli/)."""
+    import ast
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parent.parent / "defocus_cli"
+    bad: list[str] = []
+    for path in sorted(pkg.rglob("*.py")):
+        rel = path.relative_to(pkg).as_posix()
+        if rel.startswith("cli/") or rel == "__main__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ("." * node.level) + (node.module or "")
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                bad.append(f"{rel}:{node.lineno}: print()")
+                continue
+            else:
+                continue
+            for name in names:
+                if (name in ("defocus_cli.cli", ".cli", "..cli", "rich")
+                        or name.startswith(("defocus_cli.cli.", ".cli.", "..cli.", "rich."))):
+                    bad.append(f"{rel}:{node.lineno}: imports {name}")
+    assert bad == []
