@@ -299,9 +299,9 @@ def plan_batch(
     if opts.existing not in EXISTING_MODES:
         raise UsageError(f"existing must be one of {EXISTING_MODES}, got {opts.existing!r}")
     if not 1 <= int(opts.quality) <= 100:
-        raise UsageError(f"--quality must be 1-100, got {opts.quality}")
+        raise UsageError(f"quality must be 1-100, got {opts.quality}", param="quality")
     if opts.max_pixels is not None and opts.max_pixels < 1:
-        raise UsageError(f"--max-pixels must be >= 1, got {opts.max_pixels}")
+        raise UsageError(f"max pixels must be >= 1, got {opts.max_pixels}", param="max_pixels")
     check_name_part(opts.suffix, "--suffix")
     check_name_part(opts.default_suffix, "default suffix")
     fmt = None if opts.fmt.lower() == "same" else normalize_format(opts.fmt)

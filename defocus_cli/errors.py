@@ -10,7 +10,17 @@ from __future__ import annotations
 
 
 class DefocusError(Exception):
-    """Base class of every error the library raises on purpose."""
+    """Base class of every error the library raises on purpose.
+
+    Attributes:
+        param: the name of the library argument whose value is wrong (``"quality"``, ``"max_pixels"``), when the
+            message is about one; the message then begins with it in words (``"quality must be 1-100, got 0"``),
+            so that the command line can put its own option name in its place (``--quality must be ...``).
+    """
+
+    def __init__(self, *args: object, param: str | None = None) -> None:
+        super().__init__(*args)
+        self.param = param
 
 
 class InputError(DefocusError):

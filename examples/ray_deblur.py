@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from defocus_cli.batch import BatchOptions, BatchResult
 from defocus_cli.cli.batch_output import batch_exit_code, json_document
-from defocus_cli.cli.exit_codes import DEVICE, USAGE, exit_code
+from defocus_cli.cli.exit_codes import DEVICE, USAGE, error_line, exit_code
 from defocus_cli.distributed import EngineSettings, plan_inputs, run_distributed
 from defocus_cli.errors import DefocusError, UsageError
 from defocus_cli.sharding import parse_shard
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result, header = run_distributed(items, opts, engine, workers=a.workers, gpus_per_worker=a.gpus_per_worker,
                                          cpus_per_worker=a.cpus_per_worker)
     except DefocusError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return exit_code(e)
     except ImportError as e:
         print(f"error: {e}; install the Ray extra: pip install -e \".[ray]\"", file=sys.stderr)

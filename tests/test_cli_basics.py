@@ -197,3 +197,20 @@ def test_only_the_command_line_prints_or_imports_cli() -> None:
                         or name.startswith(("defocus_cli.cli.", ".cli.", "..cli.", "rich."))):
                     bad.append(f"{rel}:{node.lineno}: imports {name}")
     assert bad == []
+
+
+def test_library_errors_name_values_and_the_cli_names_the_option(tmp_path: object) -> None:
+    """A library error names the value (param = the argument); the CLI's line names the option instead."""
+    from defocus_cli.batch import BatchOptions, plan_batch
+    from defocus_cli.cli.exit_codes import error_line, with_option
+    from defocus_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match="^quality must be 1-100, got 0$") as e:
+        plan_batch(["a.png"], BatchOptions(quality=0), stdin_is_tty=False, stdout_is_tty=False)
+    assert e.value.param == "quality" and error_line(e.value) == "error: --quality must be 1-100, got 0"
+    assert with_option(UsageError("max pixels must be >= 1, got 0", param="max_pixels")) == \
+        "--max-pixels must be >= 1, got 0"
+    assert with_option(UsageError("tile 17 is smaller than the overlap 32", param="tile")) == \
+        "--tile 17 is smaller than the overlap 32"
+    assert with_option(UsageError("png16 cannot hold a sign", param="fmt")) == "--format: png16 cannot hold a sign"
+    assert with_option(UsageError("no param")) == "no param"

@@ -33,8 +33,32 @@ class Terminated(BaseException):
     """Raised in the main thread on SIGTERM, so that ``finally`` clauses (temporary-file clean-up) run."""
 
 
+#: Library argument (:attr:`defocus_cli.errors.DefocusError.param`) → the option that sets it, where that is not
+#: ``--`` + the argument with ``-`` for ``_`` (``max_pixels`` → ``--max-pixels``).
+OPTION_NAMES: dict[str, str] = {"fmt": "--format", "output": "-o", "model_name": "--model", "weights_file": "--weights"}
+
+
+def option_for(param: str) -> str:
+    """The command-line option that sets the library argument ``param``."""
+    return OPTION_NAMES.get(param, "--" + param.replace("_", "-"))
+
+
+def with_option(e: BaseException) -> str:
+    """The message of ``e`` as the command line says it: when the error names the library argument it is about
+    (``param``), the option that sets it takes the argument's place at the start (``quality must be 1-100, got 0``
+    → ``--quality must be 1-100, got 0``), or goes in front of a message that does not start with it."""
+    message = str(e)
+    param = getattr(e, "param", None)
+    if not param:
+        return message
+    option, words = option_for(param), param.replace("_", " ")
+    if message.startswith(words + " "):
+        return option + message[len(words):]
+    return f"{option}: {message}"
+
+
 def _error_line(e: BaseException) -> str:
-    return f"error: {e}"
+    return f"error: {with_option(e)}"
 
 
 def _os_error_line(e: BaseException) -> str:
