@@ -16,7 +16,7 @@ import typer
 
 from defocus_cli.archs.table import convertible
 from defocus_cli.cli._common import guarded, setup_logging, stderr_console
-from defocus_cli.cli.exit_codes import exit_code
+from defocus_cli.cli.exit_codes import error_line, exit_code
 
 models_app = typer.Typer(
     name="models",
@@ -164,7 +164,7 @@ def download(
         except WeightsError as e:
             items.append({"name": spec.name, "status": "error", "source": None, "path": None, "sha256": None,
                           "error": str(e)})
-            sys.stderr.write(f"error: {e}\n")
+            sys.stderr.write(error_line(e) + "\n")
     if json_out:
         _emit_json({"cache": str(weights.hub_cache_dir()), "items": items})
     if not specs and not quiet:
