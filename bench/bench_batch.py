@@ -85,7 +85,7 @@ def child(engine: str, folder: str, reps: int, io_nice: int = 0) -> dict[str, An
     import torch
 
     from defocus_cli import api, batch, devices, runtime, weights
-    from defocus_cli.photo_io import read_photo
+    from defocus_cli.io.read import read_photo
 
     runtime.tune_allocator()
     dev = devices.resolve_device("cpu")

@@ -46,8 +46,8 @@ def main() -> None:
 
     from defocus_cli.data.figures import label
     from defocus_cli.defocus_map import estimate_dp_map
-    from defocus_cli.map_io import load_dp_pair
-    from defocus_cli.safe_io import atomic_write
+    from defocus_cli.io.maps import load_dp_pair
+    from defocus_cli.io.atomic import atomic_write
     from defocus_cli.weights import load_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

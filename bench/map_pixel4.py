@@ -53,7 +53,7 @@ def main() -> None:
     import cv2
 
     from defocus_cli.defocus_map import estimate_dp_map
-    from defocus_cli.map_io import load_dp_pair
+    from defocus_cli.io.maps import load_dp_pair
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--method", default="classical", choices=["classical", "learned"])

@@ -28,7 +28,7 @@ Naming rules (cli.md):
 * ``--format same`` keeps each input's extension; ``jpg|png|tif|webp`` changes it.
 
 Folders are scanned for ``.jpg .jpeg .jpe .png .tif .tiff .webp .heic .heif .hif`` files, and camera RAW
-files when rawpy is installed (:mod:`defocus_cli.photo_formats`) (case-insensitive), in natural
+files when rawpy is installed (:mod:`defocus_cli.io.formats`) (case-insensitive), in natural
 order; hidden files and folders are skipped. When writing next to the inputs, files whose stem already ends
 with the suffix are taken as earlier outputs and skipped; an output folder inside a scanned folder is not
 scanned.
@@ -55,7 +55,7 @@ import numpy as np
 
 from defocus_cli._version import __version__
 from defocus_cli.errors import DefocusError, DeviceError, OutputError, UsageError, WeightsError
-from defocus_cli.photo_io import (
+from defocus_cli.io.read import (
     DEFAULT_MAX_PIXELS,
     EXTENSIONS,
     IMAGE_EXTENSIONS,
@@ -66,8 +66,8 @@ from defocus_cli.photo_io import (
     read_photo,
     atomic_write_bytes,  # noqa: F401 - kept importable from here
 )
-from defocus_cli.photo_formats import RAW_EXTENSIONS, RAW_HINT, default_output_format
-from defocus_cli.safe_io import (
+from defocus_cli.io.formats import RAW_EXTENSIONS, RAW_HINT, default_output_format
+from defocus_cli.io.atomic import (
     Target,
     atomic_write,
     check_name_part,
@@ -433,7 +433,7 @@ def _check_mapping(items: list[Item], opts: BatchOptions) -> None:
                 "use --format, --suffix or separate runs"
             )
         seen[k] = it
-    # the rules every written file follows (safe_io): no folder or special file as target, no file on the way
+    # the rules every written file follows (io.atomic): no folder or special file as target, no file on the way
     # to it, legal name length; existence is handled below (refuse / overwrite / skip)
     check_targets([Target(it.output, "output") for it in items if it.output is not None and it.status == "pending"
                    and not (opts.existing == "skip" and os.path.exists(it.output))],
@@ -507,7 +507,7 @@ def run_batch(
     two decoded photos and two results at a time, the one in ``process`` included; the input pixels of a
     processed photo are dropped before it goes to the writer). Whatever the threads do, items are finished (status, log line, progress) in input order, and
     ``Item.seconds`` is the item's own reading + processing + writing time, waiting not counted. Outputs are
-    still written through :func:`defocus_cli.safe_io.atomic_write`; when the calling thread is interrupted
+    still written through :func:`defocus_cli.io.atomic.atomic_write`; when the calling thread is interrupted
     (Ctrl-C, SIGTERM) nothing more is written, and this returns once the writer has finished or undone the
     file it was writing (after at most :data:`INTERRUPT_JOIN_S`, its temporary file removed), so no temporary
     file stays behind.
@@ -556,8 +556,8 @@ def run_item(
     write_stdout: Callable[[bytes], None] | None = None,
 ) -> Item:
     """Read, process and write one planned item in the calling thread, exactly as :func:`run_batch` does:
-    :func:`~defocus_cli.photo_io.read_photo` → ``process(photo)`` → :func:`~defocus_cli.photo_io.encode_photo`
-    (bit depth, EXIF, ICC, alpha) → :func:`~defocus_cli.safe_io.atomic_write`. Logs nothing.
+    :func:`~defocus_cli.io.read.read_photo` → ``process(photo)`` → :func:`~defocus_cli.io.read.encode_photo`
+    (bit depth, EXIF, ICC, alpha) → :func:`~defocus_cli.io.atomic.atomic_write`. Logs nothing.
 
     Sets ``item.status`` (``"ok"``, or ``"error"`` with ``item.error``: a failure of this file), ``item.seconds``
     and ``item.extra`` (``notes``); an item that is not ``"pending"`` is left as it is. Used by the distributed

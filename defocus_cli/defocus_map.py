@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from defocus_cli.errors import UsageError, WeightsError
-from defocus_cli.safe_io import Target, check_targets
+from defocus_cli.io.atomic import Target, check_targets
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -315,7 +315,7 @@ def run_map(
         UsageError (exit 2: also for a target that is an input, exists without ``overwrite``, or whose folder
         is missing), InputError/OutputError (exit 1), WeightsError (exit 3), DeviceError (exit 4).
     """
-    from defocus_cli import map_io
+    from defocus_cli.io import maps
 
     t0 = time.perf_counter()
     if len(inputs) not in (1, 2):
@@ -327,7 +327,7 @@ def run_map(
     if max_disparity < 1:
         raise UsageError(f"--max-disparity must be >= 1, got {max_disparity}")
     out = Path(output)
-    fmt = map_io.map_format(out, fmt)
+    fmt = maps.map_format(out, fmt)
     if signed and fmt == "png16":
         raise UsageError("--signed needs --format npy or tif; png16 stores the unsigned radius only")
     if preview is not None and Path(preview).suffix.lower() != ".png":
@@ -360,14 +360,14 @@ def run_map(
         dev = None
 
     if len(inputs) == 2:
-        left, right = map_io.load_dp_pair(in_paths[0], in_paths[1], black_level=black_level, white_level=white_level)
+        left, right = maps.load_dp_pair(in_paths[0], in_paths[1], black_level=black_level, white_level=white_level)
         res = estimate_dp_map(
             left.pixels, right.pixels, loaded, method=method, baseline=baseline,
             device=dev if dev is not None else "cpu", precision=prec or "fp32", tile=tile,
             max_disparity=max_disparity, linear=bool(black_level),
         )
     else:
-        from defocus_cli.photo_io import read_photo
+        from defocus_cli.io.read import read_photo
 
         photo = read_photo(in_paths[0])
         img = photo.pixels
@@ -384,9 +384,9 @@ def run_map(
     keep_sign = signed and res.signed
     if signed and not res.signed:
         log.warning("this method gives an unsigned map; --signed has no effect")
-    map_io.write_map(out, res.radius, fmt, signed=keep_sign)
+    maps.write_map(out, res.radius, fmt, signed=keep_sign)
     if preview is not None:
-        map_io.write_preview(preview, res.radius, signed=keep_sign)
+        maps.write_preview(preview, res.radius, signed=keep_sign)
     from defocus_cli._version import __version__
 
     stored = res.radius if keep_sign else np.abs(res.radius)

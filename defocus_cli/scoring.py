@@ -38,7 +38,7 @@ import numpy as np
 from defocus_cli import metrics as M
 from defocus_cli._version import __version__
 from defocus_cli.errors import DefocusError, InputError, UsageError
-from defocus_cli.safe_io import atomic_write, is_regular_file
+from defocus_cli.io.atomic import atomic_write, is_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ class Loaded:
 def _read_raw(path: Path) -> tuple[np.ndarray, int]:
     """Read an image as float32 H×W×3 RGB on [0, 1] and its stored bit depth (8 or 16)."""
     try:
-        from defocus_cli.photo_io import read_photo  # engineer A's reader (EXIF-upright, 8/16-bit)
+        from defocus_cli.io.read import read_photo  # engineer A's reader (EXIF-upright, 8/16-bit)
     except ImportError:
         read_photo = None  # type: ignore[assignment]
     if read_photo is not None:
@@ -549,8 +549,8 @@ def write_csv(result: ScoreResult, path: Path | str) -> None:
     """One row per item: ``name,pred,gt,[input,]height,width,bit_depth,<metrics>,[input_*,gain_*,]status,error,
     protocol,version`` (the protocol and version repeat on each row so the file stays tidy).
 
-    Written atomically (:func:`defocus_cli.safe_io.atomic_write`); check the target first with
-    :func:`defocus_cli.safe_io.check_targets`.
+    Written atomically (:func:`defocus_cli.io.atomic.atomic_write`); check the target first with
+    :func:`defocus_cli.io.atomic.check_targets`.
 
     Raises:
         OutputError: the file cannot be written.

@@ -114,7 +114,7 @@ def loaded() -> Any:
 
 @pytest.fixture(scope="module")
 def photo() -> np.ndarray:
-    from defocus_cli.photo_io import read_photo
+    from defocus_cli.io.read import read_photo
 
     return read_photo(ROOT / "examples" / "coffee_blurry.jpg").pixels
 

@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 
 from conftest import make_exif, sample_icc, smooth_rgb
 from defocus_cli.errors import InputError, OutputError
-from defocus_cli.photo_io import (
+from defocus_cli.io.read import (
     apply_orientation,
     atomic_write_bytes,
     encode_photo,
@@ -103,7 +103,7 @@ def test_16bit_gray_png_stays_16bit_gray() -> None:
 
 
 def test_16bit_gray_alpha_png_roundtrip() -> None:
-    from defocus_cli.photo_io import _encode_png_raw
+    from defocus_cli.io.read import _encode_png_raw
 
     la = np.dstack([np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000, np.full((3, 4), 40000, np.uint16)])
     photo = read_photo(_encode_png_raw(la, color_type=4))
@@ -186,7 +186,7 @@ def test_non_ascii_path_roundtrip(tmp_path: Path) -> None:
 
 
 def test_pixel_limit_checked_from_header_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
-    import defocus_cli.photo_io as pio
+    import defocus_cli.io.read as pio
 
     data = _save(Image.fromarray(smooth_rgb(20, 30)), "PNG")
     decoded: list[str] = []

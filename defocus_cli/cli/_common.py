@@ -77,7 +77,7 @@ class Terminated(BaseException):
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    from defocus_cli.safe_io import remove_temporary_files
+    from defocus_cli.io.atomic import remove_temporary_files
 
     remove_temporary_files()
     raise Terminated()
@@ -115,7 +115,7 @@ def guarded(fn: F) -> F:
         import signal
 
         from defocus_cli.errors import DefocusError
-        from defocus_cli.safe_io import describe_os_error, remove_temporary_files
+        from defocus_cli.io.atomic import describe_os_error, remove_temporary_files
 
         verbose = bool(kwargs.get("verbose", False))
         previous = None
@@ -258,7 +258,7 @@ PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto, fp32, fp16
 TileOpt = Annotated[
     str, typer.Option("--tile", help="auto (largest that fits memory), 0 (whole image) or a size in pixels.")
 ]
-DEFAULT_MAX_PIXELS = 200_000_000  # keep equal to defocus_cli.photo_io.DEFAULT_MAX_PIXELS (no numpy import here)
+DEFAULT_MAX_PIXELS = 200_000_000  # keep equal to defocus_cli.io.read.DEFAULT_MAX_PIXELS (no numpy import here)
 
 
 def refuse_json_with_stdout(json_out: bool, output: Optional[str]) -> None:

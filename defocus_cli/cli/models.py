@@ -246,7 +246,7 @@ def convert(
         raise UsageError(f"--arch {arch!r} is not known; expected one of {', '.join(registry.ARCHS)}")
     if output.suffix != ".safetensors":
         raise UsageError(f"-o {output}: expected a .safetensors file name")
-    from defocus_cli.safe_io import is_regular_file
+    from defocus_cli.io.atomic import is_regular_file
 
     if not is_regular_file(src):
         what = "is not a regular file" if os.path.lexists(src) else "not found"

@@ -101,9 +101,9 @@ def module_device(module: Any) -> torch.device:
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` through :func:`defocus_cli.safe_io.atomic_write` (short temporary name,
+    """``torch.save`` to ``path`` through :func:`defocus_cli.io.atomic.atomic_write` (short temporary name,
     fsync, rename; the temporary file is removed on any failure): never a half-written checkpoint."""
-    from defocus_cli.safe_io import atomic_write
+    from defocus_cli.io.atomic import atomic_write
 
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
@@ -271,7 +271,7 @@ def export_safetensors(module: torch.nn.Module | dict[str, torch.Tensor], out: s
                for k, v in sd.items()}
     md = {"arch": arch, "producer": f"defocus_cli {__version__}", "source": "trained", "steps": str(steps)}
     md.update({k: (v if isinstance(v, str) else json.dumps(v)) for k, v in meta.items()})
-    from defocus_cli.safe_io import atomic_write
+    from defocus_cli.io.atomic import atomic_write
 
     def write(tmp: Path) -> None:
         save_file(tensors, str(tmp), metadata=md)

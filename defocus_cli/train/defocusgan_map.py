@@ -133,7 +133,7 @@ class RealDPCrops:
 
         from defocus_cli.defocus_map import prepare_linear_dp
         from defocus_cli.errors import InputError
-        from defocus_cli.map_io import load_dp_pair
+        from defocus_cli.io.maps import load_dp_pair
 
         base = __import__("pathlib").Path(root)
         names = [x.strip() for x in scenes.split(",") if x.strip()] if isinstance(scenes, str) else list(scenes)

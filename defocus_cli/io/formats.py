@@ -1,6 +1,6 @@
 """Optional input formats: HEIC/HEIF (pillow-heif, extra ``[heif]``) and camera RAW (rawpy, extra ``[raw]``).
 
-Both are well-kept libraries wrapped here; :mod:`defocus_cli.photo_io` calls into this module, which imports
+Both are well-kept libraries wrapped here; :mod:`defocus_cli.io.read` calls into this module, which imports
 neither library until a file needs it. Without the package, such a file fails alone with one line naming
 the extra to install.
 
@@ -29,7 +29,7 @@ import numpy as np
 from defocus_cli.errors import InputError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from defocus_cli.photo_io import Photo
+    from defocus_cli.io.read import Photo
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def has_rawpy() -> bool:
 
 
 def detect(data: bytes, source: Path | None) -> str | None:
-    """``"heif"``, ``"raw"`` or ``None`` (a format :mod:`defocus_cli.photo_io` reads itself), from the first
+    """``"heif"``, ``"raw"`` or ``None`` (a format :mod:`defocus_cli.io.read` reads itself), from the first
     bytes and, for RAW types that are plain TIFFs (NEF, ARW), the file extension."""
     ext = source.suffix.lower() if source is not None else ""
     if len(data) >= 12 and data[4:8] == b"ftyp":
@@ -160,7 +160,7 @@ def encode_heif(arr: np.ndarray, quality: int, exif: bytes | None, icc: bytes | 
 
 
 def decode_raw(data: bytes, label: str, max_pixels: int | None, *, linear: bool = False) -> Photo:
-    """Demosaic a camera RAW file's bytes into an upright 16-bit :class:`~defocus_cli.photo_io.Photo`.
+    """Demosaic a camera RAW file's bytes into an upright 16-bit :class:`~defocus_cli.io.read.Photo`.
 
     LibRaw's defaults otherwise (AHD demosaic, automatic brightness for sRGB; none for linear).
     Format ``"tiff"``: the result is written as a 16-bit TIFF unless another format is asked for.
@@ -168,7 +168,7 @@ def decode_raw(data: bytes, label: str, max_pixels: int | None, *, linear: bool 
     Raises:
         InputError: rawpy missing (names the extra), not a RAW file LibRaw reads, too large.
     """
-    from defocus_cli.photo_io import Photo
+    from defocus_cli.io.read import Photo
 
     try:
         import rawpy

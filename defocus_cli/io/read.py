@@ -42,9 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from defocus_cli import photo_formats as _formats
+from defocus_cli.io import formats as _formats
 from defocus_cli.errors import InputError, OutputError, UsageError
-from defocus_cli.safe_io import atomic_write, read_regular_file
+from defocus_cli.io.atomic import atomic_write, read_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ FORMAT_ALIASES: dict[str, str] = {
     "tif": "tiff",
     "tiff": "tiff",
     "webp": "webp",
-    "heic": "heif",  # needs pillow-heif (extra [heif]); see defocus_cli.photo_formats
+    "heic": "heif",  # needs pillow-heif (extra [heif]); see defocus_cli.io.formats
     "heif": "heif",
 }
 #: Canonical format → file extension used for new names.
@@ -148,7 +148,7 @@ def read_photo(
     src: str | os.PathLike[str] | bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, raw_linear: bool = False
 ) -> Photo:
     """Read a JPEG, PNG, TIFF or WebP file (or its bytes) into an upright :class:`Photo`; also HEIC/HEIF
-    (with pillow-heif) and camera RAW (with rawpy), see :mod:`defocus_cli.photo_formats`.
+    (with pillow-heif) and camera RAW (with rawpy), see :mod:`defocus_cli.io.formats`.
 
     Args:
         src: a path, or the encoded file's bytes (e.g. from stdin).
@@ -181,7 +181,7 @@ def read_photo(
 
 def read_input_bytes(path: Path) -> bytes:
     """All bytes of the input image file ``path`` (``b""`` for an empty file: callers name the formats they expect).
-    Only regular files are read (see :func:`defocus_cli.safe_io.read_regular_file`): a FIFO or a device is
+    Only regular files are read (see :func:`defocus_cli.io.atomic.read_regular_file`): a FIFO or a device is
     refused at once, never waited on.
 
     Raises:
@@ -689,7 +689,7 @@ def _encode_tiff(arr: np.ndarray, exif: bytes | None, icc: bytes | None, label: 
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (see :func:`defocus_cli.safe_io.atomic_write`: a short-named
+    """Write ``data`` to ``path`` atomically (see :func:`defocus_cli.io.atomic.atomic_write`: a short-named
     temporary file in the same folder, fsync, then ``os.replace``; nothing left behind on failure).
 
     Raises:
