@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from defocus_cli.errors import UsageError
-from defocus_cli.io.read import Photo, encode_photo, read_photo, write_photo
+from defocus_cli.io.read import Photo, read_photo
+from defocus_cli.io.write import encode_photo, write_photo
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -41,7 +41,6 @@ import json
 import logging
 import os
 import queue
-import re
 import sys
 import threading
 import time
@@ -55,18 +54,6 @@ import numpy as np
 
 from defocus_cli._version import __version__
 from defocus_cli.errors import DefocusError, DeviceError, OutputError, UsageError, WeightsError
-from defocus_cli.io.read import (
-    DEFAULT_MAX_PIXELS,
-    EXTENSIONS,
-    IMAGE_EXTENSIONS,
-    Photo,
-    encode_photo,
-    format_from_path,
-    normalize_format,
-    read_photo,
-    atomic_write_bytes,  # noqa: F401 - kept importable from here
-)
-from defocus_cli.io.formats import RAW_EXTENSIONS, RAW_HINT, default_output_format
 from defocus_cli.io.atomic import (
     Target,
     atomic_write,
@@ -74,10 +61,19 @@ from defocus_cli.io.atomic import (
     check_targets,
     describe_os_error,
     path_key,
-    read_head,
     regular_file_problem,
     remove_temporary_files,
 )
+from defocus_cli.io.formats import (
+    EXTENSIONS,
+    default_output_format,
+    format_from_path,
+    normalize_format,
+    scan_folder,
+    sniff_format,
+)
+from defocus_cli.io.read import DEFAULT_MAX_PIXELS, Photo, read_photo
+from defocus_cli.io.write import encode_photo
 
 log = logging.getLogger(__name__)
 
@@ -177,84 +173,6 @@ class BatchResult:
 
 
 # ------------------------------------------------------------------------------------------- planning
-
-
-def _natural_key(p: Path) -> list[Any]:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(p))]
-
-
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".") or name.lower() in {"thumbs.db", "desktop.ini"}
-
-
-def scan_folder(folder: Path, recursive: bool, exclude: Path | None = None) -> list[Path]:
-    """Image files in ``folder`` (natural order), descending when ``recursive``; hidden entries and the
-    ``exclude`` folder (an output folder inside the input) are skipped.
-
-    Each real folder is visited once (a link back to a folder already seen, e.g. ``ln -s . loop``, is
-    skipped), so link loops end. Entries with an image extension that are broken links, link loops, FIFOs or
-    devices are returned like files: reading them fails for that item alone ("not a regular file", "broken
-    symbolic link"), and the rest of the batch goes on.
-    """
-    found: list[Path] = []
-    excl = path_key(exclude) if exclude is not None else None
-    seen: set[tuple[int, int]] = set()
-
-    def walk(d: Path) -> None:
-        try:
-            st = os.stat(d)
-        except OSError as e:
-            log.warning("%s: cannot list folder (%s)", d, describe_os_error(e, d))
-            return
-        if (st.st_dev, st.st_ino) in seen:
-            log.info("%s: folder already scanned (a link back to it); not scanned again", d)
-            return
-        seen.add((st.st_dev, st.st_ino))
-        try:
-            with os.scandir(d) as it:
-                entries = sorted(it, key=lambda e: _natural_key(Path(e.name)))
-        except OSError as e:
-            log.warning("%s: cannot list folder (%s)", d, describe_os_error(e, d))
-            return
-        for e in entries:
-            if _is_hidden(e.name):
-                continue
-            p = Path(e.path)
-            try:
-                is_dir = e.is_dir(follow_symlinks=True)
-            except OSError:  # a link loop: not a folder we can enter
-                is_dir = False
-            if is_dir:
-                if recursive and (excl is None or path_key(p) != excl):
-                    walk(p)
-            elif p.suffix.lower() in IMAGE_EXTENSIONS:
-                found.append(p)
-            elif p.suffix.lower() in RAW_EXTENSIONS:
-                raw_skipped.append(p)
-
-    raw_skipped: list[Path] = []  # camera RAW files, when rawpy is not installed (IMAGE_EXTENSIONS lacks them)
-    walk(folder)
-    if raw_skipped:
-        log.warning("%s: %d camera RAW file(s) not taken (e.g. %s); to deblur them: %s", folder, len(raw_skipped),
-                    raw_skipped[0].name, RAW_HINT)
-    return found
-
-
-def sniff_format(path: Path) -> str | None:
-    """Format from the first bytes of a regular file (``jpeg``, ``png``, ``tiff``, ``webp``) or ``None``
-    (never blocks: a FIFO or device gives ``None``)."""
-    head = read_head(path, 16)
-    if head is None:
-        return None
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    return None
 
 
 def _key(p: Path) -> str:
@@ -475,7 +393,13 @@ def _short(msg: str, item: Item) -> str:
 def _progress(enabled: bool, total: int, description: str) -> Any:
     if not enabled:
         return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from defocus_cli.cli._common import stderr_console
 
@@ -556,7 +480,7 @@ def run_item(
     write_stdout: Callable[[bytes], None] | None = None,
 ) -> Item:
     """Read, process and write one planned item in the calling thread, exactly as :func:`run_batch` does:
-    :func:`~defocus_cli.io.read.read_photo` → ``process(photo)`` → :func:`~defocus_cli.io.read.encode_photo`
+    :func:`~defocus_cli.io.read.read_photo` → ``process(photo)`` → :func:`~defocus_cli.io.write.encode_photo`
     (bit depth, EXIF, ICC, alpha) → :func:`~defocus_cli.io.atomic.atomic_write`. Logs nothing.
 
     Sets ``item.status`` (``"ok"``, or ``"error"`` with ``item.error``: a failure of this file), ``item.seconds``

@@ -166,8 +166,8 @@ def test_defocus_map_command_uses_trained_scale(tmp_path: Path, ifan_state: dict
     import numpy as np
 
     from defocus_cli import weights
-    from defocus_cli.io import maps
     from defocus_cli.defocus_map import run_map
+    from defocus_cli.io import maps
 
     w = _ifan_file(tmp_path / "ours.safetensors", ifan_state, source="trained", dme_to_coc="-16.0")
     rng = np.random.default_rng(0)

@@ -15,11 +15,11 @@ from torch import nn
 from typer.testing import CliRunner
 
 from defocus_cli import weights
-from defocus_cli.io import maps
 from defocus_cli.archs._dpkernels import dp_kernels
 from defocus_cli.cli import app
 from defocus_cli.defocus_map import estimate_dp_map, estimate_single_map, prepare_linear_dp, run_map
 from defocus_cli.errors import UsageError
+from defocus_cli.io import maps
 from defocus_cli.map_classical import detect_baseline, disparity_to_radius, dp_disparity, dp_radius_map
 
 

@@ -13,14 +13,9 @@ from PIL import Image, ImageOps
 
 from conftest import make_exif, sample_icc, smooth_rgb
 from defocus_cli.errors import InputError, OutputError
-from defocus_cli.io.read import (
-    apply_orientation,
-    atomic_write_bytes,
-    encode_photo,
-    read_photo,
-    to_integer,
-    write_photo,
-)
+from defocus_cli.io.metadata import apply_orientation
+from defocus_cli.io.read import read_photo
+from defocus_cli.io.write import atomic_write_bytes, encode_photo, to_integer, write_photo
 
 
 def _save(img: Image.Image, fmt: str, **kw: object) -> bytes:
@@ -103,10 +98,10 @@ def test_16bit_gray_png_stays_16bit_gray() -> None:
 
 
 def test_16bit_gray_alpha_png_roundtrip() -> None:
-    from defocus_cli.io.read import _encode_png_raw
+    from defocus_cli.io.encoders import encode_png_raw
 
     la = np.dstack([np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000, np.full((3, 4), 40000, np.uint16)])
-    photo = read_photo(_encode_png_raw(la, color_type=4))
+    photo = read_photo(encode_png_raw(la, color_type=4))
     assert photo.gray and photo.bit_depth == 16 and photo.mode == "LA;16"
     np.testing.assert_array_equal(photo.alpha, la[:, :, 1])
     out = encode_photo(photo.pixels, photo, "png")

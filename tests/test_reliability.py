@@ -24,9 +24,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import smooth_rgb
-from defocus_cli.io import atomic
 from defocus_cli.cli import app
 from defocus_cli.errors import OutputError
+from defocus_cli.io import atomic
 
 TESTS = Path(__file__).resolve().parent
 

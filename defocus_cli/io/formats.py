@@ -1,37 +1,45 @@
-"""Optional input formats: HEIC/HEIF (pillow-heif, extra ``[heif]``) and camera RAW (rawpy, extra ``[raw]``).
+"""Image formats: their names, their file extensions, what a file is, and the one folder scanner.
 
-Both are well-kept libraries wrapped here; :mod:`defocus_cli.io.read` calls into this module, which imports
-neither library until a file needs it. Without the package, such a file fails alone with one line naming
-the extra to install.
+* :data:`IMAGE_EXTENSIONS` is the one list of image file extensions of the package, and :func:`scan_folder`
+  the one folder scanner: ``defocus deblur`` plans its batch, ``defocus score`` pairs its folders and the
+  training data finds its photos with them.
+* :data:`FORMAT_ALIASES` / :data:`EXTENSIONS`: output format names (``--format``) and the extension of each.
+* :func:`detect` and :func:`sniff_format` tell a format from a file's first bytes; :func:`format_from_path`
+  and :func:`default_output_format` from its name.
 
-* **HEIC/HEIF** is decoded through Pillow once pillow-heif's opener is registered, so it takes the same
-  path as every other 8-bit photo (pixel limit from the header, EXIF, ICC). libheif applies the HEIF
-  rotation itself and pillow-heif then reports EXIF orientation 1. The result is written as HEIC by default
-  when pillow-heif can encode it (its wheels include an HEVC encoder), else as JPEG.
-* **Camera RAW** (DNG, CR2, CR3, NEF, ARW, and the other raw types LibRaw reads) is demosaiced by LibRaw
-  (rawpy) to 16 bits with the camera's white balance, into sRGB (sRGB tone curve) or, with
-  ``linear=True``, linear-light sRGB primaries. The result is written as a 16-bit TIFF by default. For
-  TIFF-based RAW files (DNG, CR2, NEF, ARW) the EXIF and GPS tags are carried over (maker notes and the
-  raw-layout tags are not); CR3 files carry none.
+HEIC/HEIF (pillow-heif, extra ``[heif]``) and camera RAW (rawpy, extra ``[raw]``) are optional: their
+extensions are listed here, their codecs live in :mod:`defocus_cli.io.heif_raw`, which imports neither
+library until a file needs it. This module imports nothing heavy (no numpy).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import io
 import logging
-from functools import lru_cache
+import os
+import re
+import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
-
-from defocus_cli.errors import InputError, UsageError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from defocus_cli.io.read import Photo
+from defocus_cli.errors import UsageError
+from defocus_cli.io.atomic import describe_os_error, path_key, read_head
 
 log = logging.getLogger(__name__)
+
+#: Output format keys (as written after ``--format``) → canonical format name.
+FORMAT_ALIASES: dict[str, str] = {
+    "jpg": "jpeg",
+    "jpeg": "jpeg",
+    "png": "png",
+    "tif": "tiff",
+    "tiff": "tiff",
+    "webp": "webp",
+    "heic": "heif",  # needs pillow-heif (extra [heif]); see defocus_cli.io.heif_raw
+    "heif": "heif",
+}
+#: Canonical format → file extension used for new names.
+EXTENSIONS: dict[str, str] = {"jpeg": ".jpg", "png": ".png", "tiff": ".tif", "webp": ".webp", "heif": ".heic"}
 
 HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".hif"})
 RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf",
@@ -40,14 +48,18 @@ HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b
                          b"msf1"})
 HEIF_HINT = "pip install 'defocus-cli[heif]'"
 RAW_HINT = "pip install 'defocus-cli[raw]'"
-_EXIF_0TH_KEEP = frozenset({270, 271, 272, 282, 283, 296, 305, 306, 315, 33432})  # description, make, model,
-# resolution, software, date, artist, copyright; everything else in a RAW's IFD0 describes the raw data
-_MAKER_NOTE = 37500
 
 
 def has_rawpy() -> bool:
     """Whether rawpy is installed (checked without importing it)."""
     return importlib.util.find_spec("rawpy") is not None
+
+
+#: File extensions (lower case) taken as images when scanning folders: HEIC/HEIF always (each fails alone,
+#: naming the extra, when pillow-heif is missing), camera RAW only when rawpy is installed (RAW+JPEG folders
+#: keep working without it).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp"}
+                             | HEIF_EXTENSIONS | (RAW_EXTENSIONS if has_rawpy() else set()))
 
 
 def detect(data: bytes, source: Path | None) -> str | None:
@@ -70,8 +82,6 @@ def detect(data: bytes, source: Path | None) -> str | None:
 
 
 def _is_dng(data: bytes) -> bool:
-    import struct
-
     e = "<" if data[:2] == b"II" else ">"
     try:
         (ifd,) = struct.unpack_from(e + "I", data, 4)
@@ -87,144 +97,107 @@ def default_output_format(source: Path) -> str | None:
     input; ``None`` for every other input."""
     ext = source.suffix.lower()
     if ext in HEIF_EXTENSIONS:
-        return "heif" if heif_writable() else "jpeg"
+        from defocus_cli.io import heif_raw
+
+        return "heif" if heif_raw.heif_writable() else "jpeg"
     if ext in RAW_EXTENSIONS:
         return "tiff"
     return None
 
 
-# ------------------------------------------------------------------------------------------------ HEIF
+def normalize_format(fmt: str) -> str:
+    """``"jpg"`` → ``"jpeg"`` etc.; raise :class:`UsageError` for anything else."""
+    key = fmt.lower().lstrip(".")
+    if key not in FORMAT_ALIASES:
+        raise UsageError(f"unknown image format {fmt!r}; expected one of jpg, png, tif, webp, heic")
+    if FORMAT_ALIASES[key] == "heif":
+        from defocus_cli.io import heif_raw
+
+        heif_raw.require_heif_writer()
+    return FORMAT_ALIASES[key]
 
 
-@lru_cache(maxsize=1)
-def _heif_module() -> Any:
-    """pillow_heif with its Pillow opener registered, or ``None`` when it is not installed."""
-    try:
-        import pillow_heif
-    except ImportError:
+def format_from_path(path: str | os.PathLike[str]) -> str | None:
+    """Canonical format implied by a file name's extension, or ``None`` when it implies none."""
+    return FORMAT_ALIASES.get(Path(path).suffix.lower().lstrip("."))
+
+
+def sniff_format(path: Path) -> str | None:
+    """Format from the first bytes of a regular file (``jpeg``, ``png``, ``tiff``, ``webp``) or ``None``
+    (never blocks: a FIFO or device gives ``None``)."""
+    head = read_head(path, 16)
+    if head is None:
         return None
-    pillow_heif.register_heif_opener()
-    return pillow_heif
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return None
 
 
-def require_heif_reader(label: str) -> None:
-    """Register pillow-heif's Pillow opener. Raises :class:`InputError` naming the extra when it is missing."""
-    if _heif_module() is None:
-        raise InputError(f"{label}: HEIC/HEIF input needs pillow-heif, which is not installed; {HEIF_HINT}")
+# ------------------------------------------------------------------------------------------- scanning
 
 
-def heif_writable() -> bool:
-    """Whether pillow-heif is installed with an HEVC (HEIC) encoder."""
-    mod = _heif_module()
-    if mod is None:
-        return False
-    try:
-        return bool(mod.libheif_info().get("HEIF"))
-    except Exception:  # noqa: BLE001 - an old pillow-heif without libheif_info: try writing
-        return True
+def _natural_key(p: Path) -> list[Any]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(p))]
 
 
-def require_heif_writer() -> None:
-    """Raise :class:`UsageError` (exit 2) when HEIC output cannot be written here."""
-    if _heif_module() is None:
-        raise UsageError(f"--format heic needs pillow-heif, which is not installed; {HEIF_HINT} "
-                         "(or choose --format jpg)")
-    if not heif_writable():
-        raise UsageError("--format heic: this pillow-heif has no HEVC encoder; choose --format jpg")
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".") or name.lower() in {"thumbs.db", "desktop.ini"}
 
 
-def encode_heif(arr: np.ndarray, quality: int, exif: bytes | None, icc: bytes | None, label: str) -> bytes:
-    """8-bit gray, RGB or RGBA ``arr`` ``(H, W, C)`` as HEIC, with EXIF and ICC (quality 100 = lossless)."""
-    from PIL import Image
+def scan_folder(folder: Path, recursive: bool, exclude: Path | None = None) -> list[Path]:
+    """Image files in ``folder`` (natural order), descending when ``recursive``; hidden entries and the
+    ``exclude`` folder (an output folder inside the input) are skipped.
 
-    if _heif_module() is None:
-        raise UsageError(f"HEIC output needs pillow-heif, which is not installed; {HEIF_HINT}")
-    c = arr.shape[2]
-    if c == 1:
-        img = Image.fromarray(np.repeat(arr, 3, axis=2), "RGB")
-    elif c == 2:
-        img = Image.fromarray(np.concatenate([np.repeat(arr[:, :, :1], 3, axis=2), arr[:, :, 1:]], axis=2), "RGBA")
-    else:
-        img = Image.fromarray(np.ascontiguousarray(arr), "RGB" if c == 3 else "RGBA")
-    kw: dict[str, Any] = {"quality": -1 if quality >= 100 else int(quality)}
-    if exif:
-        kw["exif"] = exif
-    if icc:
-        kw["icc_profile"] = icc
-    buf = io.BytesIO()
-    img.save(buf, "HEIF", **kw)
-    return buf.getvalue()
-
-
-# ------------------------------------------------------------------------------------------------- RAW
-
-
-def decode_raw(data: bytes, label: str, max_pixels: int | None, *, linear: bool = False) -> Photo:
-    """Demosaic a camera RAW file's bytes into an upright 16-bit :class:`~defocus_cli.io.read.Photo`.
-
-    LibRaw's defaults otherwise (AHD demosaic, automatic brightness for sRGB; none for linear).
-    Format ``"tiff"``: the result is written as a 16-bit TIFF unless another format is asked for.
-
-    Raises:
-        InputError: rawpy missing (names the extra), not a RAW file LibRaw reads, too large.
+    Each real folder is visited once (a link back to a folder already seen, e.g. ``ln -s . loop``, is
+    skipped), so link loops end. Entries with an image extension that are broken links, link loops, FIFOs or
+    devices are returned like files: reading them fails for that item alone ("not a regular file", "broken
+    symbolic link"), and the rest of the batch goes on.
     """
-    from defocus_cli.io.read import Photo
+    found: list[Path] = []
+    excl = path_key(exclude) if exclude is not None else None
+    seen: set[tuple[int, int]] = set()
 
-    try:
-        import rawpy
-    except ImportError:
-        raise InputError(f"{label}: camera RAW input needs rawpy, which is not installed; {RAW_HINT}") from None
-    raw = rawpy.RawPy()
-    try:
+    def walk(d: Path) -> None:
         try:
-            raw.open_buffer(io.BytesIO(data))
-        except Exception as e:  # noqa: BLE001 - LibRaw's own error types
-            raise InputError(f"{label}: not a camera RAW file LibRaw can read ({type(e).__name__}: {e})") from None
-        s = raw.sizes
-        w, h = int(s.width), int(s.height)
-        if max_pixels is not None and w * h > max_pixels:
-            raise InputError(f"{label}: {w}x{h} = {w * h / 1e6:.1f} MP is above the limit of "
-                             f"{max_pixels / 1e6:.1f} MP; raise --max-pixels (or DEFOCUS_MAX_PIXELS) to accept it")
+            st = os.stat(d)
+        except OSError as e:
+            log.warning("%s: cannot list folder (%s)", d, describe_os_error(e, d))
+            return
+        if (st.st_dev, st.st_ino) in seen:
+            log.info("%s: folder already scanned (a link back to it); not scanned again", d)
+            return
+        seen.add((st.st_dev, st.st_ino))
         try:
-            raw.unpack()
-            rgb = raw.postprocess(
-                use_camera_wb=True, output_bps=16, output_color=rawpy.ColorSpace.sRGB,
-                gamma=(1.0, 1.0) if linear else (2.4, 12.92), no_auto_bright=linear,
-            )
-        except InputError:
-            raise
-        except Exception as e:  # noqa: BLE001
-            raise InputError(f"{label}: cannot demosaic RAW ({type(e).__name__}: {e})") from None
-    finally:
-        raw.close()
-    pixels = rgb.astype(np.float32)
-    pixels *= np.float32(1.0 / 65535.0)
-    exif = raw_exif(data, pixels.shape[1], pixels.shape[0], label)
-    curve = "linear sRGB" if linear else "sRGB"
-    return Photo(pixels=np.ascontiguousarray(pixels), bit_depth=16, format="tiff", exif=exif, icc=None,
-                 mode="RAW;16", notes=[f"camera RAW demosaiced by LibRaw ({curve}, camera white balance)"])
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: _natural_key(Path(e.name)))
+        except OSError as e:
+            log.warning("%s: cannot list folder (%s)", d, describe_os_error(e, d))
+            return
+        for e in entries:
+            if _is_hidden(e.name):
+                continue
+            p = Path(e.path)
+            try:
+                is_dir = e.is_dir(follow_symlinks=True)
+            except OSError:  # a link loop: not a folder we can enter
+                is_dir = False
+            if is_dir:
+                if recursive and (excl is None or path_key(p) != excl):
+                    walk(p)
+            elif p.suffix.lower() in IMAGE_EXTENSIONS:
+                found.append(p)
+            elif p.suffix.lower() in RAW_EXTENSIONS:
+                raw_skipped.append(p)
 
-
-def raw_exif(data: bytes, width: int, height: int, label: str) -> bytes | None:
-    """The EXIF block to write for a TIFF-based RAW file: IFD0's descriptive tags (make, model, date, ...),
-    the Exif IFD without the maker note, GPS; Orientation 1 (LibRaw has rotated the pixels); ``None`` when
-    the file holds no readable EXIF (e.g. CR3)."""
-    if data[:4] not in (b"II*\x00", b"MM\x00*"):
-        return None
-    try:
-        import piexif
-
-        d = piexif.load(data)
-        zeroth = {k: v for k, v in d.get("0th", {}).items() if k in _EXIF_0TH_KEEP}
-        ex = {k: v for k, v in d.get("Exif", {}).items() if k != _MAKER_NOTE}
-        gps = d.get("GPS", {})
-        if not (zeroth or ex or gps):
-            return None
-        zeroth[piexif.ImageIFD.Orientation] = 1
-        ex[piexif.ExifIFD.PixelXDimension] = width
-        ex[piexif.ExifIFD.PixelYDimension] = height
-        return bytes(piexif.dump({"0th": zeroth, "Exif": ex, "GPS": gps, "Interop": {}, "1st": {},
-                                  "thumbnail": None}))
-    except Exception as e:  # noqa: BLE001 - metadata never fails a photo
-        log.warning("%s: RAW EXIF could not be read (%s); the output is written without EXIF", label, e)
-        return None
+    raw_skipped: list[Path] = []  # camera RAW files, when rawpy is not installed (IMAGE_EXTENSIONS lacks them)
+    walk(folder)
+    if raw_skipped:
+        log.warning("%s: %d camera RAW file(s) not taken (e.g. %s); to read them: %s", folder, len(raw_skipped),
+                    raw_skipped[0].name, RAW_HINT)
+    return found

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from defocus_cli.errors import InputError, OutputError, UsageError
-from defocus_cli.io.read import atomic_write_bytes, read_input_bytes
+from defocus_cli.io.read import read_input_bytes
+from defocus_cli.io.write import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,10 @@
-"""Photo I/O that keeps what photographers care about: bit depth, alpha, orientation, EXIF and ICC.
+"""Reading photos: a JPEG / PNG / TIFF / WebP file (or its bytes) → an upright :class:`Photo`; also HEIC/HEIF
+(with pillow-heif) and camera RAW (with rawpy), see :mod:`defocus_cli.io.heif_raw`.
 
-One job: turn a JPEG / PNG / TIFF / WebP file (or its bytes) into a :class:`Photo` whose ``pixels`` are
-float32 ``(H, W, 3)`` RGB in ``[0, 1]``, already upright, and turn processed pixels back into a file that
-displays exactly like the input.
+The one image decoder of the package: :func:`read_photo` (float32 ``(H, W, 3)`` RGB in ``[0, 1]``, upright,
+with what is needed to write the result back like the input) and :func:`read_samples` (the stored integer
+samples, for readers with other conventions: dual-pixel views in stored orientation, training data) both
+decode here.
 
 Which library does what, and why:
 
@@ -10,74 +12,42 @@ Which library does what, and why:
   checked before any pixel is decoded. It decodes all 8-bit images: it raises on truncated files (cv2
   returns a half-grey image with a libjpeg warning instead), handles CMYK JPEG (Adobe inversion, and
   conversion through the embedded ICC profile with ``ImageCms``), palettes with transparency, LA, 1-bit.
-  It reads the ICC profile and the EXIF block, and writes JPEG and WebP with ``exif=``/``icc_profile=``,
-  which cv2 cannot.
-* **OpenCV** decodes 16-bit PNG and TIFF, which Pillow cannot hold as RGB (Pillow#7723), and encodes PNG.
-* **piexif** edits EXIF (Orientation set to 1, the embedded thumbnail dropped, pixel dimensions updated).
-  When piexif cannot parse a camera's EXIF (hMatoba/Piexif#95), Pillow's own EXIF writer is tried; if
-  that fails too the photo is written without EXIF and a warning is logged. Metadata never fails a photo.
-* What none of them writes is done here: ``iCCP``/``eXIf`` chunks are inserted into PNGs after encoding,
-  gray+alpha PNGs are encoded directly, and TIFFs are written as baseline uncompressed TIFF whose IFD0 is
-  built by piexif (so the EXIF, GPS and ICC tags sit in the TIFF's own IFDs, 8 or 16 bits per sample).
+  It reads the ICC profile and the EXIF block (:mod:`defocus_cli.io.metadata`).
+* **OpenCV** decodes 16-bit PNG and TIFF, which Pillow cannot hold as RGB (Pillow#7723).
 
-Orientation: EXIF orientations 2-8 are applied on read (pixels become upright) and the output's
-Orientation tag is written as 1, so viewers that honour the tag and viewers that ignore it both show the
-output like the input. XMP is not carried over (it may hold a second orientation tag).
-
-File paths are read and written as bytes by Python, so non-ASCII names work on every platform.
+File paths are read as bytes by Python (:func:`defocus_cli.io.atomic.read_regular_file`), so non-ASCII names
+work on every platform.
 """
 
 from __future__ import annotations
 
 import io
-import logging
 import os
 import struct
 import threading
 import warnings
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from defocus_cli.errors import InputError
 from defocus_cli.io import formats as _formats
-from defocus_cli.errors import InputError, OutputError, UsageError
-from defocus_cli.io.atomic import atomic_write, read_regular_file
-
-log = logging.getLogger(__name__)
+from defocus_cli.io import heif_raw
+from defocus_cli.io.atomic import read_regular_file
+from defocus_cli.io.metadata import (
+    apply_orientation,
+    cmyk_to_rgb,
+    prepare_exif,
+    read_exif,
+)
 
 #: Default largest image accepted, in pixels (width × height); ``--max-pixels`` / ``DEFOCUS_MAX_PIXELS``.
 DEFAULT_MAX_PIXELS = 200_000_000
 
-#: Output format keys (as written after ``--format``) → canonical format name.
-FORMAT_ALIASES: dict[str, str] = {
-    "jpg": "jpeg",
-    "jpeg": "jpeg",
-    "png": "png",
-    "tif": "tiff",
-    "tiff": "tiff",
-    "webp": "webp",
-    "heic": "heif",  # needs pillow-heif (extra [heif]); see defocus_cli.io.formats
-    "heif": "heif",
-}
-#: Canonical format → file extension used for new names.
-EXTENSIONS: dict[str, str] = {"jpeg": ".jpg", "png": ".png", "tiff": ".tif", "webp": ".webp", "heif": ".heic"}
-#: File extensions (lower case) taken as images when scanning folders: HEIC/HEIF always (each fails alone,
-#: naming the extra, when pillow-heif is missing), camera RAW only when rawpy is installed (RAW+JPEG folders
-#: keep working without it).
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp"}
-                             | _formats.HEIF_EXTENSIONS | (_formats.RAW_EXTENSIONS if _formats.has_rawpy() else set()))
 
 _PIL_FORMATS = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "TIFF": "tiff", "WEBP": "webp", "HEIF": "heif"}
-_EIGHT_BIT_ONLY = {"jpeg", "webp", "heif"}
-_ORIENTATION = 0x0112
-# TIFF tags that describe a file's pixel layout: never carried from one file to another.
-_STRUCTURAL_TAGS = frozenset(
-    {254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 284, 317, 320, 322, 323,
-     324, 325, 330, 338, 339, 340, 341, 347, 513, 514, 529, 530, 531, 532, 34675}
-)
 _pil_limit_lock = threading.Lock()
 
 
@@ -129,26 +99,11 @@ class Photo:
 # --------------------------------------------------------------------------------------------- reading
 
 
-def normalize_format(fmt: str) -> str:
-    """``"jpg"`` → ``"jpeg"`` etc.; raise :class:`UsageError` for anything else."""
-    key = fmt.lower().lstrip(".")
-    if key not in FORMAT_ALIASES:
-        raise UsageError(f"unknown image format {fmt!r}; expected one of jpg, png, tif, webp, heic")
-    if FORMAT_ALIASES[key] == "heif":
-        _formats.require_heif_writer()
-    return FORMAT_ALIASES[key]
-
-
-def format_from_path(path: str | os.PathLike[str]) -> str | None:
-    """Canonical format implied by a file name's extension, or ``None`` when it implies none."""
-    return FORMAT_ALIASES.get(Path(path).suffix.lower().lstrip("."))
-
-
 def read_photo(
     src: str | os.PathLike[str] | bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, raw_linear: bool = False
 ) -> Photo:
     """Read a JPEG, PNG, TIFF or WebP file (or its bytes) into an upright :class:`Photo`; also HEIC/HEIF
-    (with pillow-heif) and camera RAW (with rawpy), see :mod:`defocus_cli.io.formats`.
+    (with pillow-heif) and camera RAW (with rawpy), see :mod:`defocus_cli.io.heif_raw`.
 
     Args:
         src: a path, or the encoded file's bytes (e.g. from stdin).
@@ -159,6 +114,52 @@ def read_photo(
     Raises:
         InputError: missing, empty, unreadable, truncated, unsupported or too large.
     """
+    data, source, label, kind = _load(src)
+    if kind == "raw":
+        photo = heif_raw.decode_raw(data, label, max_pixels, linear=raw_linear)
+    else:
+        photo = _decode(data, label, max_pixels)
+    photo.source = source
+    return photo
+
+
+def read_samples(
+    path: str | os.PathLike[str], *, upright: bool = True, max_pixels: int | None = None
+) -> tuple[np.ndarray, int]:
+    """The stored samples of an image file, decoded by the same code as :func:`read_photo`, for readers with
+    other conventions (dual-pixel views, training data).
+
+    Args:
+        path: the image file.
+        upright: apply the EXIF orientation; ``False`` keeps the stored orientation (dual-pixel views,
+            whose left/right split follows the sensor).
+        max_pixels: refuse larger images (checked from the header); ``None`` for no limit of ours.
+
+    Returns:
+        ``(H, W, C)`` uint8 or uint16 samples, ``C`` = 1 (gray) or 3 (RGB), alpha dropped; the bit depth
+        (8 or 16). Camera RAW comes demosaiced, 16-bit RGB.
+
+    Raises:
+        InputError: missing, empty, unreadable, truncated, unsupported or too large.
+    """
+    data, _source, label, kind = _load(Path(path))
+    if kind == "raw":
+        photo = heif_raw.decode_raw(data, label, max_pixels)
+        return np.rint(photo.pixels * np.float32(65535.0)).astype(np.uint16), 16
+    img, fmt, arr, _alpha, _gray, depth, _mode, _icc, _notes = _decode_stored(data, label, max_pixels)
+    if upright:
+        orientation, _ = read_exif(img, fmt, data, label)
+        arr = apply_orientation(arr, orientation)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    arr = np.ascontiguousarray(arr)
+    return (arr if arr.flags.writeable else arr.copy()), depth
+
+
+def _load(src: str | os.PathLike[str] | bytes) -> tuple[bytes, Path | None, str, str | None]:
+    """The encoded bytes of ``src`` (a path, or the bytes themselves), its path, its label for messages and
+    the optional codec it needs (``"heif"``, ``"raw"`` or ``None``, see :func:`defocus_cli.io.formats.detect`);
+    pillow-heif's opener is registered for HEIF."""
     if isinstance(src, (bytes, bytearray, memoryview)):
         data, source = bytes(src), None
         label = "<stdin>"
@@ -169,14 +170,9 @@ def read_photo(
     if not data:
         raise InputError(f"{label}: empty file (0 bytes), expected a JPEG, PNG, TIFF or WebP image")
     kind = _formats.detect(data, source)
-    if kind == "raw":
-        photo = _formats.decode_raw(data, label, max_pixels, linear=raw_linear)
-    else:
-        if kind == "heif":
-            _formats.require_heif_reader(label)
-        photo = _decode(data, label, max_pixels)
-    photo.source = source
-    return photo
+    if kind == "heif":
+        heif_raw.require_heif_reader(label)
+    return data, source, label, kind
 
 
 def read_input_bytes(path: Path) -> bytes:
@@ -288,7 +284,11 @@ def _check_tiff_layout(data: bytes, label: str) -> None:
         )
 
 
-def _decode(data: bytes, label: str, max_pixels: int | None) -> Photo:
+def _decode_stored(
+    data: bytes, label: str, max_pixels: int | None
+) -> tuple[Any, str, np.ndarray, np.ndarray | None, bool, int, str, bytes | None, list[str]]:
+    """Decode the stored samples (no orientation applied): Pillow's header, format, samples ``(H, W)`` or
+    ``(H, W, 3)`` RGB, alpha or ``None``, gray, bit depth, mode, ICC, notes."""
     _check_tiff_layout(data, label)
     img = _open_header(data, label, max_pixels)
     fmt = _PIL_FORMATS[img.format]
@@ -304,8 +304,12 @@ def _decode(data: bytes, label: str, max_pixels: int | None) -> Photo:
         raise
     except Exception as e:  # noqa: BLE001 - truncated, corrupt: one message, no traceback
         raise InputError(f"{label}: cannot decode ({type(e).__name__}: {e})") from None
+    return img, fmt, arr, alpha, gray, depth, mode, icc, notes
 
-    orientation, exif_raw = _read_exif(img, fmt, data, label)
+
+def _decode(data: bytes, label: str, max_pixels: int | None) -> Photo:
+    img, fmt, arr, alpha, gray, depth, mode, icc, notes = _decode_stored(data, label, max_pixels)
+    orientation, exif_raw = read_exif(img, fmt, data, label)
     pixels = arr.astype(np.float32)
     pixels *= np.float32(1.0 / (65535.0 if depth == 16 else 255.0))
     if pixels.ndim == 2:
@@ -313,7 +317,7 @@ def _decode(data: bytes, label: str, max_pixels: int | None) -> Photo:
     pixels = np.ascontiguousarray(apply_orientation(pixels, orientation))
     if alpha is not None:
         alpha = np.ascontiguousarray(apply_orientation(alpha, orientation))
-    exif = _prepare_exif(exif_raw, img, pixels.shape[1], pixels.shape[0], label) if exif_raw else None
+    exif = prepare_exif(exif_raw, img, pixels.shape[1], pixels.shape[0], label) if exif_raw else None
     return Photo(
         pixels=pixels, alpha=alpha, bit_depth=depth, gray=gray, format=fmt, exif=exif, icc=icc,
         orientation=orientation, mode=mode, notes=notes,
@@ -326,7 +330,7 @@ def _decode_pil(
     mode = img.mode
     img.load()  # raises on truncated / corrupt data (LOAD_TRUNCATED_IMAGES is left off on purpose)
     if mode == "CMYK":
-        img, icc = _cmyk_to_rgb(img, icc, label)
+        img, icc = cmyk_to_rgb(img, icc, label)
         notes.append("CMYK converted to RGB")
     elif mode in ("P", "PA"):
         has_alpha = mode == "PA" or "transparency" in img.info
@@ -354,21 +358,6 @@ def _decode_pil(
     if m == "RGB":
         return arr, None, False, 8, mode, icc
     raise InputError(f"{label}: unsupported pixel mode {mode!r}")  # pragma: no cover - converted above
-
-
-def _cmyk_to_rgb(img: Any, icc: bytes | None, label: str) -> tuple[Any, bytes | None]:
-    """CMYK → sRGB through the embedded profile when there is one (then the output carries no ICC:
-    it is sRGB), else Pillow's naive conversion."""
-    if icc:
-        try:
-            from PIL import ImageCms
-
-            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            dst = ImageCms.createProfile("sRGB")
-            return ImageCms.profileToProfile(img, src, dst, outputMode="RGB"), None
-        except Exception as e:  # noqa: BLE001 - metadata trouble never fails a photo
-            log.warning("%s: CMYK ICC profile unusable (%s); converting CMYK to RGB without it", label, e)
-    return img.convert("RGB"), None
 
 
 def _stored_gray(img: Any, fmt: str, data: bytes) -> bool:
@@ -414,302 +403,3 @@ def _decode_cv2(
             return arr[:, :, 0], arr[:, :, 3].copy(), True, depth, "LA" + suffix
         return arr[:, :, 2::-1], arr[:, :, 3].copy(), False, depth, "RGBA" + suffix
     raise InputError(f"{label}: {c} channels are not supported; expected 1-4")
-
-
-def apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
-    """Make an ``(H, W[, C])`` array stored with EXIF ``orientation`` (1-8) upright (a view, not a copy)."""
-    if orientation == 2:
-        return arr[:, ::-1]
-    if orientation == 3:
-        return arr[::-1, ::-1]
-    if orientation == 4:
-        return arr[::-1]
-    if orientation == 5:
-        return arr.swapaxes(0, 1)
-    if orientation == 6:
-        return np.rot90(arr, -1)
-    if orientation == 7:
-        return arr[::-1, ::-1].swapaxes(0, 1)
-    if orientation == 8:
-        return np.rot90(arr, 1)
-    return arr
-
-
-def _read_exif(img: Any, fmt: str, data: bytes, label: str) -> tuple[int, bytes | None]:
-    """Orientation (1 when unknown) and the raw EXIF block (for TIFF: the file itself)."""
-    raw: bytes | None = data if fmt == "tiff" else (img.info.get("exif") or None)
-    orientation = 1
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow warns on corrupt EXIF; we log once below
-            o = img.getexif().get(_ORIENTATION, 1)
-        orientation = int(o[0] if isinstance(o, tuple) else o)
-    except Exception as e:  # noqa: BLE001 - metadata trouble never fails a photo
-        if raw is not None and fmt != "tiff":
-            log.warning("%s: EXIF unreadable (%s); orientation taken as 1", label, e)
-    if orientation not in range(1, 9):
-        log.warning("%s: EXIF orientation %r is invalid; taken as 1", label, orientation)
-        orientation = 1
-    return orientation, raw
-
-
-def _prepare_exif(raw: bytes, img: Any, width: int, height: int, label: str) -> bytes | None:
-    """EXIF to write: Orientation 1, thumbnail (IFD1) dropped, pixel dimensions of the upright image,
-    pixel-layout tags removed. piexif first, Pillow's EXIF writer second, nothing (with a warning) last."""
-    try:
-        import piexif
-
-        d = piexif.load(raw)
-        d["0th"] = {k: v for k, v in d["0th"].items() if k not in _STRUCTURAL_TAGS}
-        if d["0th"] or d["Exif"] or d["GPS"]:
-            d["0th"][_ORIENTATION] = 1
-        else:
-            return None  # a TIFF without any EXIF-ish tags
-        if piexif.ExifIFD.PixelXDimension in d["Exif"]:
-            d["Exif"][piexif.ExifIFD.PixelXDimension] = width
-            d["Exif"][piexif.ExifIFD.PixelYDimension] = height
-        d["1st"] = {}
-        d["thumbnail"] = None
-        return bytes(piexif.dump(d))
-    except Exception as e:  # noqa: BLE001
-        log.debug("%s: piexif could not rewrite EXIF (%s); trying Pillow", label, e)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ex = img.getexif()
-            for tag in list(ex.keys()):
-                if tag in _STRUCTURAL_TAGS or tag == _ORIENTATION:
-                    del ex[tag]
-            if not ex:
-                raise ValueError("no readable tags")
-            ex[_ORIENTATION] = 1
-            out = ex.tobytes()
-        return out if out.startswith(b"Exif") else b"Exif\x00\x00" + out
-    except Exception as e:  # noqa: BLE001
-        log.warning("%s: EXIF could not be parsed (%s); the output is written without EXIF", label, e)
-        return None
-
-
-# --------------------------------------------------------------------------------------------- writing
-
-
-def to_integer(pixels: np.ndarray, bit_depth: int) -> np.ndarray:
-    """Float ``[0, 1]`` → uint8 (``bit_depth`` 8) or uint16 (16), clipped and rounded."""
-    maxv = np.float32(65535.0 if bit_depth == 16 else 255.0)
-    out = np.multiply(np.asarray(pixels), maxv, dtype=np.float32)  # one float32 buffer, reused below
-    np.nan_to_num(out, copy=False, nan=0.0)
-    np.clip(out, 0.0, maxv, out=out)
-    out += np.float32(0.5)
-    return out.astype(np.uint16 if bit_depth == 16 else np.uint8)
-
-
-def encode_photo(
-    pixels: np.ndarray,
-    like: Photo,
-    fmt: str | None = None,
-    *,
-    quality: int = 95,
-    strip_metadata: bool = False,
-) -> bytes:
-    """Encode processed pixels as a file that matches ``like`` (bit depth, gray, alpha, EXIF, ICC).
-
-    Args:
-        pixels: float ``(H, W, 3)`` RGB in ``[0, 1]`` (values outside are clipped), same ``H, W`` as ``like``.
-            ``(H, W)`` is accepted for gray.
-        like: the photo it was computed from.
-        fmt: output format (``jpg``, ``png``, ``tif``, ``webp`` or canonical names); ``None`` = ``like.format``.
-        quality: 1-100 for JPEG and WebP (100 = lossless WebP).
-        strip_metadata: write no EXIF and no ICC profile.
-
-    Raises:
-        OutputError: the pixels do not fit ``like`` or encoding failed.
-    """
-    fmt = normalize_format(fmt) if fmt else like.format
-    if not 1 <= int(quality) <= 100:
-        raise UsageError(f"--quality must be 1-100, got {quality}")
-    px = np.asarray(pixels)
-    if px.ndim == 2:
-        px = px[:, :, None]
-    if px.ndim != 3 or px.shape[2] not in (1, 3):
-        raise OutputError(f"pixels must be (H, W, 3) RGB, got shape {tuple(np.shape(pixels))}")
-    h, w = px.shape[:2]
-    if (h, w) != (like.height, like.width):
-        raise OutputError(f"processed image is {w}x{h} but the input was {like.width}x{like.height}")
-    label = like.name
-    depth = like.bit_depth
-    if fmt in _EIGHT_BIT_ONLY and depth == 16:
-        log.warning("%s: %s holds 8 bits per sample; the 16-bit result is written as 8-bit", label, fmt.upper())
-        depth = 8
-    if like.gray:
-        gray = px.mean(axis=2) if px.shape[2] == 3 else px[:, :, 0]
-        color = to_integer(gray, depth)[:, :, None]
-    else:
-        color = to_integer(px if px.shape[2] == 3 else np.repeat(px, 3, axis=2), depth)
-    alpha = like.alpha
-    if alpha is not None:
-        if alpha.dtype == np.uint16 and depth == 8:
-            alpha = ((alpha.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-        if fmt == "jpeg":
-            log.warning("%s: JPEG has no alpha channel; the alpha channel is dropped", label)
-            alpha = None
-    arr = color if alpha is None else np.concatenate([color, alpha[:, :, None]], axis=2)
-    exif = None if strip_metadata else like.exif
-    icc = None if strip_metadata else like.icc
-    try:
-        if fmt == "png":
-            return _encode_png(arr, exif, icc)
-        if fmt == "tiff":
-            return _encode_tiff(arr, exif, icc, label)
-        if fmt == "heif":
-            return _formats.encode_heif(arr, quality, exif, icc, label)
-        return _encode_pil(arr, fmt, quality, exif, icc, label)
-    except (OutputError, UsageError):
-        raise
-    except Exception as e:  # noqa: BLE001
-        raise OutputError(f"{label}: cannot encode {fmt.upper()} ({type(e).__name__}: {e})") from None
-
-
-def _encode_pil(arr: np.ndarray, fmt: str, quality: int, exif: bytes | None, icc: bytes | None, label: str) -> bytes:
-    """JPEG / WebP (8-bit) through Pillow, which writes EXIF and ICC for both."""
-    from PIL import Image
-
-    c = arr.shape[2]
-    if c == 1:
-        img = Image.fromarray(arr[:, :, 0], "L")
-    elif c == 2:  # gray + alpha: WebP has no gray, store RGBA
-        img = Image.fromarray(np.concatenate([np.repeat(arr[:, :, :1], 3, axis=2), arr[:, :, 1:]], axis=2), "RGBA")
-    else:
-        img = Image.fromarray(np.ascontiguousarray(arr), "RGB" if c == 3 else "RGBA")
-    if fmt == "webp" and img.mode == "L":
-        img = img.convert("RGB")
-    kw: dict[str, Any] = {"quality": int(quality)}
-    if fmt == "jpeg":
-        kw["subsampling"] = 0 if quality >= 90 else 2
-        kw["optimize"] = False
-    else:
-        kw["lossless"] = quality >= 100
-        kw["method"] = 4
-    if icc:
-        kw["icc_profile"] = icc
-    pil_fmt = "JPEG" if fmt == "jpeg" else "WEBP"
-    buf = io.BytesIO()
-    try:
-        img.save(buf, pil_fmt, exif=exif or b"", **kw)
-    except Exception as e:  # noqa: BLE001 - e.g. EXIF longer than one JPEG APP1 segment
-        if not exif:
-            raise
-        log.warning("%s: EXIF could not be written (%s); the output is written without EXIF", label, e)
-        buf = io.BytesIO()
-        img.save(buf, pil_fmt, **kw)
-    return buf.getvalue()
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def _encode_png(arr: np.ndarray, exif: bytes | None, icc: bytes | None) -> bytes:
-    """PNG (8/16-bit gray, gray+alpha, RGB, RGBA) with ``iCCP`` and ``eXIf`` chunks after IHDR."""
-    c = arr.shape[2]
-    if c == 2:
-        png = _encode_png_raw(arr, color_type=4)
-    else:
-        import cv2
-
-        bgr = arr if c == 1 else (arr[:, :, ::-1] if c == 3 else arr[:, :, [2, 1, 0, 3]])
-        ok, enc = cv2.imencode(".png", np.ascontiguousarray(bgr), [cv2.IMWRITE_PNG_COMPRESSION, 3])
-        if not ok:
-            raise OutputError("OpenCV could not encode the PNG")
-        png = enc.tobytes()
-    extra = b""
-    if icc:
-        extra += _png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc))
-    if exif:
-        extra += _png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
-    ihdr_end = 8 + 8 + 13 + 4
-    return png[:ihdr_end] + extra + png[ihdr_end:]
-
-
-def _encode_png_raw(arr: np.ndarray, color_type: int) -> bytes:
-    """Minimal PNG encoder (filter 0) for layouts OpenCV cannot write, e.g. gray+alpha."""
-    h, w, _ = arr.shape
-    depth = 16 if arr.dtype == np.uint16 else 8
-    rows = arr.astype(">u2" if depth == 16 else np.uint8).reshape(h, -1).view(np.uint8)
-    raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1).tobytes()
-    ihdr = struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(raw, 6))
-        + _png_chunk(b"IEND", b"")
-    )
-
-
-def _encode_tiff(arr: np.ndarray, exif: bytes | None, icc: bytes | None, label: str) -> bytes:
-    """Baseline uncompressed TIFF, one strip, 8 or 16 bits per sample; IFD0 (with the EXIF, GPS and
-    ICC tags) is laid out by piexif, the pixels follow it."""
-    import piexif
-
-    h, w, c = arr.shape
-    depth = 16 if arr.dtype == np.uint16 else 8
-    pix = arr.astype(">u2" if depth == 16 else np.uint8).tobytes()
-    base: dict[str, Any] = {"0th": {}, "Exif": {}, "GPS": {}, "Interop": {}, "1st": {}, "thumbnail": None}
-    if exif:
-        try:
-            d = piexif.load(exif)
-            base.update({k: d.get(k, {}) for k in ("Exif", "GPS", "Interop")})
-            base["0th"] = {k: v for k, v in d["0th"].items() if k not in _STRUCTURAL_TAGS}
-        except Exception as e:  # noqa: BLE001
-            log.warning("%s: EXIF could not be parsed for TIFF (%s); written without EXIF", label, e)
-    layout = {
-        256: w, 257: h, 258: tuple([depth] * c), 259: 1, 262: 2 if c >= 3 else 1, 273: 0, 277: c,
-        278: h, 279: len(pix), 284: 1,
-    }
-    if c in (2, 4):
-        layout[338] = (2,)  # unassociated alpha
-    if icc:
-        layout[34675] = icc
-
-    def dump(d: dict[str, Any]) -> bytes:
-        head = bytes(piexif.dump(d))[6:]  # drop b"Exif\0\0": the rest is a TIFF header + IFDs
-        head += b"\x00" * (len(head) % 2)
-        d["0th"][273] = len(head)
-        head2 = bytes(piexif.dump(d))[6:]
-        head2 += b"\x00" * (len(head2) % 2)
-        assert len(head2) == len(head)
-        return head2
-
-    try:
-        d = dict(base)
-        d["0th"] = {**base["0th"], **layout}
-        head = dump(d)
-    except Exception as e:  # noqa: BLE001 - odd camera tags: keep the pixels and the ICC
-        if base["0th"] or base["Exif"] or base["GPS"]:
-            log.warning("%s: EXIF could not be written to TIFF (%s); written without EXIF", label, e)
-        head = dump({"0th": dict(layout), "Exif": {}, "GPS": {}, "Interop": {}, "1st": {}, "thumbnail": None})
-    return head + pix
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (see :func:`defocus_cli.io.atomic.atomic_write`: a short-named
-    temporary file in the same folder, fsync, then ``os.replace``; nothing left behind on failure).
-
-    Raises:
-        OutputError: the folder is missing, read-only, full, or the path is a folder.
-    """
-    atomic_write(path, data, make_parents=False)
-
-
-def write_photo(
-    path: str | os.PathLike[str],
-    pixels: np.ndarray,
-    like: Photo,
-    *,
-    fmt: str | None = None,
-    quality: int = 95,
-    strip_metadata: bool = False,
-) -> Path:
-    """Encode (see :func:`encode_photo`) and write atomically to ``path``. ``fmt=None`` takes the format
-    from the extension of ``path``, else ``like.format``. Returns ``path``."""
-    path = Path(path)
-    fmt = fmt or format_from_path(path) or like.format
-    atomic_write_bytes(path, encode_photo(pixels, like, fmt, quality=quality, strip_metadata=strip_metadata))
-    return path
