@@ -52,8 +52,8 @@ def make_folder(folder: Path, count: int, width: int, height: int) -> list[Path]
     out = []
     for i in range(count):
         if sources:
-            bgr = cv2.imread(str(sources[i % len(sources)]), cv2.IMREAD_COLOR)
-            bgr = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
+            rgb8 = C.read_rgb8(sources[i % len(sources)])
+            bgr = cv2.resize(np.ascontiguousarray(rgb8[..., ::-1]), (width, height), interpolation=cv2.INTER_AREA)
         else:
             rgb = C.load_photo(width, height)[0].permute(1, 2, 0).numpy()
             bgr = (rgb[..., ::-1] * 255 + 0.5).astype(np.uint8)
