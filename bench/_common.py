@@ -228,9 +228,12 @@ def write_json(name: str, obj: Any) -> Path:
     return path
 
 
-def psnr(a: Any, b: Any, peak: float = 1.0) -> float:
-    """PSNR in dB between two tensors (values clipped to [0, peak])."""
+def psnr(a: Any, b: Any) -> float:
+    """PSNR in dB between two tensors of any shape, values clipped to [0, 1]: the mean squared error over all
+    elements through :func:`defocus_cli.metrics.psnr_from_mse` (the one PSNR formula; identical tensors give
+    its cap, 100 dB)."""
     import torch
 
-    mse = float(torch.mean((a.clamp(0, peak).double() - b.clamp(0, peak).double()) ** 2))
-    return float("inf") if mse == 0 else 10.0 * __import__("math").log10(peak * peak / mse)
+    from defocus_cli.metrics import psnr_from_mse
+
+    return psnr_from_mse(float(torch.mean((a.clamp(0, 1).double() - b.clamp(0, 1).double()) ** 2)))
