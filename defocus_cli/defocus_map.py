@@ -315,7 +315,7 @@ def run_map(
         UsageError (exit 2: also for a target that is an input, exists without ``overwrite``, or whose folder
         is missing), InputError/OutputError (exit 1), WeightsError (exit 3), DeviceError (exit 4).
     """
-    from defocus_cli.io import maps
+    from defocus_cli.io import maps as map_io
 
     t0 = time.perf_counter()
     if len(inputs) not in (1, 2):
@@ -327,7 +327,7 @@ def run_map(
     if max_disparity < 1:
         raise UsageError(f"--max-disparity must be >= 1, got {max_disparity}")
     out = Path(output)
-    fmt = maps.map_format(out, fmt)
+    fmt = map_io.map_format(out, fmt)
     if signed and fmt == "png16":
         raise UsageError("--signed needs --format npy or tif; png16 stores the unsigned radius only")
     if preview is not None and Path(preview).suffix.lower() != ".png":
@@ -360,7 +360,7 @@ def run_map(
         dev = None
 
     if len(inputs) == 2:
-        left, right = maps.load_dp_pair(in_paths[0], in_paths[1], black_level=black_level, white_level=white_level)
+        left, right = map_io.load_dp_pair(in_paths[0], in_paths[1], black_level=black_level, white_level=white_level)
         res = estimate_dp_map(
             left.pixels, right.pixels, loaded, method=method, baseline=baseline,
             device=dev if dev is not None else "cpu", precision=prec or "fp32", tile=tile,
@@ -384,9 +384,9 @@ def run_map(
     keep_sign = signed and res.signed
     if signed and not res.signed:
         log.warning("this method gives an unsigned map; --signed has no effect")
-    maps.write_map(out, res.radius, fmt, signed=keep_sign)
+    map_io.write_map(out, res.radius, fmt, signed=keep_sign)
     if preview is not None:
-        maps.write_preview(preview, res.radius, signed=keep_sign)
+        map_io.write_preview(preview, res.radius, signed=keep_sign)
     from defocus_cli._version import __version__
 
     stored = res.radius if keep_sign else np.abs(res.radius)
