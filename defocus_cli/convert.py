@@ -31,7 +31,8 @@ from defocus_cli._version import __version__
 from defocus_cli.archs.table import ARCH_SPECS, Converter, convertible
 from defocus_cli.errors import InputError, OutputError, UsageError
 from defocus_cli.io.atomic import Target, atomic_write, check_targets, is_regular_file
-from defocus_cli.weights import sha256_file, state_dict_mismatch
+from defocus_cli.fetch import sha256_file
+from defocus_cli.weights import state_dict_mismatch
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
