@@ -158,6 +158,10 @@ def scan_folder(folder: Path, recursive: bool, exclude: Path | None = None) -> l
     skipped), so link loops end. Entries with an image extension that are broken links, link loops, FIFOs or
     devices are returned like files: reading them fails for that item alone ("not a regular file", "broken
     symbolic link"), and the rest of the batch goes on.
+
+    The one scanner of the package: ``defocus deblur``'s plan (:func:`defocus_cli.batch.plan_batch`), ``defocus
+    score``'s pairing (:func:`defocus_cli.scoring.pair_paths`) and the training data
+    (:func:`defocus_cli.data.list_images`; those two sort the result by path).
     """
     found: list[Path] = []
     excl = path_key(exclude) if exclude is not None else None

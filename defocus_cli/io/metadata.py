@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 #: EXIF/TIFF Orientation tag.
 ORIENTATION = 0x0112
-# TIFF tags that describe a file's pixel layout: never carried from one file to another.
+#: TIFF tags that describe a file's pixel layout: never carried from one file to another.
 STRUCTURAL_TAGS = frozenset(
     {254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 284, 317, 320, 322, 323,
      324, 325, 330, 338, 339, 340, 341, 347, 513, 514, 529, 530, 531, 532, 34675}
