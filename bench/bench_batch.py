@@ -118,7 +118,7 @@ def child(engine: str, folder: str, reps: int, io_nice: int = 0) -> dict[str, An
         items = batch.plan_batch([folder], opts, stdin_is_tty=False, stdout_is_tty=False)
         s, b0 = time.perf_counter(), C._cpu_busy_s()
         own0 = time.process_time()
-        result = batch.run_batch(items, process, opts, quiet=True, progress=False, pipeline=depth)
+        result = batch.run_batch(items, process, opts, pipeline=depth)
         wall = time.perf_counter() - s
         others = max((C._cpu_busy_s() - b0) - (time.process_time() - own0), 0.0) / max(wall, 1e-9)
         assert result.count("ok") == len(files), [i.error for i in result.items if i.error]

@@ -14,8 +14,11 @@ Three steps, each a function:
    in two background threads while ``process`` runs on the current one (at most one photo ahead and one
    behind), so a batch runs at about the speed of the network; results, log lines and JSON records keep
    the input order.
-3. :func:`finish` prints the summary (stderr) or the ``--json`` document (stdout) and returns the exit code:
-   0 when every item was written or skipped, 1 when any item failed.
+   Progress is reported through plain callbacks (``on_start(total)``, ``on_item(item)``); the
+   :class:`BatchResult` says what happened to every item.
+3. The command line renders it (``cli/batch_output.py``): the summary line (stderr) or the
+   ``--json`` document (stdout), and the exit code (0 when every item was written or skipped, 1 when any failed).
+   This module prints nothing and draws no progress bar.
 
 Naming rules (cli.md):
 
@@ -37,7 +40,6 @@ scanned.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import queue
@@ -52,7 +54,6 @@ from typing import Any
 
 import numpy as np
 
-from defocus_cli._version import __version__
 from defocus_cli.errors import DefocusError, DeviceError, OutputError, UsageError, WeightsError
 from defocus_cli.io.atomic import (
     Target,
@@ -86,6 +87,11 @@ PIPELINE_DEPTH = 1
 INTERRUPT_JOIN_S = 5.0
 
 ProcessFn = Callable[[Photo], np.ndarray]
+#: ``on_start(total)``: called once before any work with the number of items (pending or not).
+StartFn = Callable[[int], None]
+#: ``on_item(item)``: called once per item when it is finished (ok, skipped or error), in input order, after its
+#: log line; from the writer thread in a pipelined batch.
+ItemFn = Callable[["Item"], None]
 
 
 @dataclass
@@ -165,11 +171,8 @@ class BatchResult:
     seconds: float = 0.0
 
     def count(self, status: str) -> int:
+        """Number of items with this status (``"ok"``, ``"skipped"``, ``"error"``, ``"pending"``)."""
         return sum(1 for i in self.items if i.status == status)
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.count("error") else 0
 
 
 # ------------------------------------------------------------------------------------------- planning
@@ -214,9 +217,9 @@ def plan_batch(
     if opts.existing not in EXISTING_MODES:
         raise UsageError(f"existing must be one of {EXISTING_MODES}, got {opts.existing!r}")
     if not 1 <= int(opts.quality) <= 100:
-        raise UsageError(f"--quality must be 1-100, got {opts.quality}")
+        raise UsageError(f"quality must be 1-100, got {opts.quality}", param="quality")
     if opts.max_pixels is not None and opts.max_pixels < 1:
-        raise UsageError(f"--max-pixels must be >= 1, got {opts.max_pixels}")
+        raise UsageError(f"max pixels must be >= 1, got {opts.max_pixels}", param="max_pixels")
     check_name_part(opts.suffix, "--suffix")
     check_name_part(opts.default_suffix, "default suffix")
     fmt = None if opts.fmt.lower() == "same" else normalize_format(opts.fmt)
@@ -390,34 +393,13 @@ def _short(msg: str, item: Item) -> str:
     return msg
 
 
-def _progress(enabled: bool, total: int, description: str) -> Any:
-    if not enabled:
-        return None
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    from defocus_cli.cli._common import stderr_console
-
-    p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                 console=stderr_console(), transient=True)
-    p.start()
-    p.add_task(description, total=total)
-    return p
-
-
 def run_batch(
     items: list[Item],
     process: ProcessFn,
     opts: BatchOptions,
     *,
-    quiet: bool = False,
-    progress: bool | None = None,
-    description: str = "processing",
+    on_start: StartFn | None = None,
+    on_item: ItemFn | None = None,
     read_stdin: Callable[[], bytes] | None = None,
     write_stdout: Callable[[bytes], None] | None = None,
     pipeline: int = PIPELINE_DEPTH,
@@ -442,8 +424,9 @@ def run_batch(
             ``photo.pixels``. It may set entries of ``photo.notes``. Always called in the calling thread,
             one photo at a time, in input order.
         opts: the options the plan was made with.
-        quiet: no per-file error lines (errors still appear in the JSON and the exit code).
-        progress: show a progress bar on stderr; ``None`` = only when stderr is a terminal and not quiet.
+        on_start: called once, before any work, with ``len(items)`` (e.g. to size a progress bar).
+        on_item: called with each item once it is finished (also items that were already ``error`` or
+            ``skipped``), in input order, after its log line; in a pipelined batch from the writer thread.
         read_stdin, write_stdout: how ``-`` is read and written (tests replace them).
         pipeline: photos read ahead and results queued for writing, each at most; 0 = one photo at a time,
             everything in the calling thread.
@@ -453,21 +436,16 @@ def run_batch(
             items before the one that met it are written.
     """
     t_start = time.perf_counter()
-    if progress is None:
-        progress = (not quiet) and sys.stderr.isatty()
-    bar = _progress(progress, len(items), description)
+    if on_start is not None:
+        on_start(len(items))
     read_stdin = read_stdin or (lambda: sys.stdin.buffer.read())
     write_stdout = write_stdout or _write_stdout
     todo = [it for it in items if it.status == "pending"]
-    try:
-        if pipeline > 0 and len(todo) > 1 and all(it.input is not None and not it.stdout for it in todo):
-            _Pipeline(items, process, opts, write_stdout, bar, pipeline).run()
-        else:
-            for it in items:
-                _finish_item(_run_job(it, process, opts, read_stdin, write_stdout), bar)
-    finally:
-        if bar is not None:
-            bar.stop()
+    if pipeline > 0 and len(todo) > 1 and all(it.input is not None and not it.stdout for it in todo):
+        _Pipeline(items, process, opts, write_stdout, on_item, pipeline).run()
+    else:
+        for it in items:
+            _finish_item(_run_job(it, process, opts, read_stdin, write_stdout), on_item)
     return BatchResult(items, time.perf_counter() - t_start)
 
 
@@ -610,13 +588,13 @@ def _write(job: _Job, opts: BatchOptions, write_stdout: Callable[[bytes], None])
     job.photo = None
 
 
-def _finish_item(job: _Job, bar: Any) -> None:
-    """The item is done: record its seconds, log its line, advance the progress bar."""
+def _finish_item(job: _Job, on_item: ItemFn | None) -> None:
+    """The item is done: record its seconds, log its line, tell ``on_item``."""
     if job.ran:
         job.item.seconds = job.seconds
     log_item(job.item)
-    if bar is not None:
-        bar.advance(bar.task_ids[0])
+    if on_item is not None:
+        on_item(job.item)
 
 
 def log_item(it: Item) -> None:
@@ -639,8 +617,9 @@ class _Pipeline:
     ``depth`` slots on each side bound the photos in flight."""
 
     def __init__(self, items: list[Item], process: ProcessFn, opts: BatchOptions,
-                 write_stdout: Callable[[bytes], None], bar: Any, depth: int) -> None:
-        self.items, self.process, self.opts, self.write_stdout, self.bar = items, process, opts, write_stdout, bar
+                 write_stdout: Callable[[bytes], None], on_item: ItemFn | None, depth: int) -> None:
+        self.items, self.process, self.opts, self.write_stdout = items, process, opts, write_stdout
+        self.on_item = on_item
         self.ahead: queue.Queue[_Job | None] = queue.Queue()  # reader -> calling thread; None ends it
         self.behind: queue.Queue[_Job | None] = queue.Queue()  # calling thread -> writer; None ends it
         self.read_slots = threading.Semaphore(depth)  # photos decoded or being decoded, not yet in process
@@ -728,49 +707,9 @@ class _Pipeline:
                     continue
                 if self.abort.is_set():  # interrupted while writing (SIGTERM may have removed its temp file)
                     continue
-                _finish_item(job, self.bar)
+                _finish_item(job, self.on_item)
             except BaseException as e:  # noqa: BLE001 - handed to the calling thread
                 self.failed.append(e)
             finally:
                 if job.write_slot:
                     self.write_slots.release()
-
-
-# ------------------------------------------------------------------------------------------- reporting
-
-
-def summary_line(result: BatchResult) -> str:
-    """E.g. ``"3 written, 1 skipped, 1 failed in 4.2 s"``."""
-    parts = [f"{result.count('ok')} written"]
-    if result.count("skipped"):
-        parts.append(f"{result.count('skipped')} skipped")
-    if result.count("error"):
-        parts.append(f"{result.count('error')} failed")
-    return ", ".join(parts) + f" in {result.seconds:.1f} s"
-
-
-def json_document(result: BatchResult, header: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The ``--json`` document: ``{"version", **header, "items": [...], "summary": {...}}``."""
-    doc: dict[str, Any] = {"version": __version__}
-    doc.update(header or {})
-    doc["items"] = [i.to_json() for i in result.items]
-    doc["summary"] = {
-        "ok": result.count("ok"),
-        "skipped": result.count("skipped"),
-        "error": result.count("error"),
-        "seconds": round(result.seconds, 3),
-    }
-    return doc
-
-
-def finish(
-    result: BatchResult, *, header: dict[str, Any] | None = None, as_json: bool = False, quiet: bool = False
-) -> int:
-    """Print the ``--json`` document on stdout, or the summary line on stderr (unless quiet, or a
-    single item went fine); return the exit code (0 or 1)."""
-    if as_json:
-        sys.stdout.write(json.dumps(json_document(result, header), indent=2) + "\n")
-        sys.stdout.flush()
-    if not quiet and not as_json and (len(result.items) > 1 or result.exit_code):
-        sys.stderr.write(summary_line(result) + "\n")
-    return result.exit_code

@@ -1,6 +1,6 @@
 """Defocus maps: per-pixel circle-of-confusion (CoC) radius in px, from a dual-pixel (DP) pair or one image.
 
-Library side of ``defocus map`` (the CLI adapter is :mod:`defocus_cli.cli.map`):
+Library side of ``defocus map`` (the CLI adapter is ``cli/map.py``):
 
 * :func:`estimate_dp_map` — DP pair → signed radius. ``method="learned"`` runs a map network (task ``map``,
   e.g. the DefocusGAN map net) through :func:`defocus_cli.runtime.run_engine` (tiles, device, precision);
@@ -114,7 +114,7 @@ def prepare_linear_dp(
 
 def _check_method(method: str) -> None:
     if method not in METHODS:
-        raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+        raise UsageError(f"method must be one of {', '.join(METHODS)}, got {method!r}", param="method")
 
 
 def estimate_dp_map(
@@ -154,7 +154,7 @@ def estimate_dp_map(
 
     _check_method(method)
     if baseline not in BASELINES:
-        raise UsageError(f"--baseline must be h, v or auto, got {baseline!r}")
+        raise UsageError(f"baseline must be h, v or auto, got {baseline!r}", param="baseline")
     lv, rv = np.asarray(left, np.float32), np.asarray(right, np.float32)
     if lv.shape[:2] != rv.shape[:2]:
         raise UsageError(f"views differ in size: {lv.shape[:2]} vs {rv.shape[:2]}")
@@ -323,15 +323,15 @@ def run_map(
     method = method or "learned"
     _check_method(method)
     if baseline not in BASELINES:
-        raise UsageError(f"--baseline must be h, v or auto, got {baseline!r}")
+        raise UsageError(f"baseline must be h, v or auto, got {baseline!r}", param="baseline")
     if max_disparity < 1:
-        raise UsageError(f"--max-disparity must be >= 1, got {max_disparity}")
+        raise UsageError(f"max disparity must be >= 1, got {max_disparity}", param="max_disparity")
     out = Path(output)
     fmt = map_io.map_format(out, fmt)
     if signed and fmt == "png16":
         raise UsageError("--signed needs --format npy or tif; png16 stores the unsigned radius only")
     if preview is not None and Path(preview).suffix.lower() != ".png":
-        raise UsageError(f"--preview must name a .png file, got {str(preview)!r}")
+        raise UsageError(f"preview must name a .png file, got {str(preview)!r}", param="preview")
     in_paths = [Path(p) for p in inputs]
     # every target is checked before anything is computed or written (exit 2, like deblur's safety rules)
     targets = [Target(out, "-o")] + ([Target(Path(preview), "--preview")] if preview is not None else [])
@@ -376,7 +376,8 @@ def run_map(
             b = black_level / full
             white = (white_level / full) if white_level is not None else 1.0
             if white <= b:
-                raise UsageError(f"--white-level ({white_level:g}) must be above --black-level ({black_level:g})")
+                raise UsageError(f"white level {white_level:g} must be above the black level {black_level:g}",
+                                 param="white_level")
             img = np.clip((img - b) / (white - b), 0.0, 1.0).astype(np.float32)
         res = estimate_single_map(
             img, loaded, method=method, device=dev if dev is not None else "cpu", precision=prec or "fp32", tile=tile

@@ -67,7 +67,7 @@ def resolve_device(request: str = "auto") -> torch.device:
     req = (request or "auto").strip().lower()
     mt = _DEVICE_RE.match(req)
     if mt is None or (mt.group(2) is not None and mt.group(1) != "cuda"):
-        raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {request!r}")
+        raise UsageError(f"device must be auto, cpu, cuda, cuda:N or mps, got {request!r}", param="device")
     kind, index = mt.group(1), mt.group(2)
     if kind == "auto":
         if torch.cuda.is_available():
@@ -153,7 +153,7 @@ def resolve_precision(request: str, module: Any, device: torch.device | str) -> 
     dev = torch.device(device)
     req = (request or "auto").strip().lower()
     if req not in ("auto", *PRECISIONS):
-        raise UsageError(f"--precision must be auto, fp32, fp16 or bf16, got {request!r}")
+        raise UsageError(f"precision must be auto, fp32, fp16 or bf16, got {request!r}", param="precision")
     safe = _safe(module)
     name = _engine_name(module)
     cuda_bf16 = dev.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()

@@ -15,7 +15,7 @@ ray nor torch; the functions do. Runner: ``examples/ray_deblur.py``.
    (bit depth, EXIF, ICC, alpha) → ``io.atomic.atomic_write``. Outputs are the bytes ``defocus deblur`` writes,
    written atomically; a file that fails becomes that item's error record and the others go on.
 3. The records go back into the plan's items (input order kept), as :func:`defocus_cli.batch.run_batch`
-   leaves them, so :func:`defocus_cli.batch.json_document` gives the ``--json`` document of the CLI.
+   leaves them, so ``json_document`` of ``cli/batch_output.py`` gives the ``--json`` document of the CLI.
 
 Every node must see the inputs and the output folder at the same paths (a shared file system).
 """

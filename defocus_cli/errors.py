@@ -1,43 +1,43 @@
-"""Error types of the library. Each carries the CLI exit code it maps to (see design cli.md).
+"""Error types of the library.
 
-Messages are one line, say what was expected and what was found, and what to do next.
-This module imports nothing heavy (no torch, no numpy).
+Messages are one line, say what was expected and what was found (naming the values), and what to do next.
+The command line turns each type into its exit code and one stderr line: the table in
+``cli/exit_codes.py`` (usage 2, weights 3, device 4, the others 1); the library knows nothing of
+exit codes. This module imports nothing heavy (no torch, no numpy).
 """
 
 from __future__ import annotations
 
 
 class DefocusError(Exception):
-    """Base class of every error the library raises on purpose. ``exit_code`` follows cli.md."""
+    """Base class of every error the library raises on purpose.
 
-    exit_code: int = 1
+    Attributes:
+        param: the name of the library argument whose value is wrong (``"quality"``, ``"max_pixels"``), when the
+            message is about one; the message then begins with it in words (``"quality must be 1-100, got 0"``),
+            so that the command line can put its own option name in its place (``--quality must be ...``).
+    """
+
+    def __init__(self, *args: object, param: str | None = None) -> None:
+        super().__init__(*args)
+        self.param = param
 
 
 class InputError(DefocusError):
-    """An input (image, map, pair) cannot be used: unreadable, too large, wrong shape. Exit 1."""
-
-    exit_code = 1
+    """An input (image, map, pair) cannot be used: unreadable, too large, wrong shape."""
 
 
 class OutputError(DefocusError):
-    """An output cannot be written (read-only folder, would replace an input, exists). Exit 1."""
-
-    exit_code = 1
+    """An output cannot be written (read-only folder, would replace an input, exists)."""
 
 
 class UsageError(DefocusError):
-    """The request itself is wrong (bad option value, colliding outputs, unknown model). Exit 2."""
-
-    exit_code = 2
+    """The request itself is wrong (bad option value, colliding outputs, unknown model)."""
 
 
 class WeightsError(DefocusError):
-    """Weights unavailable: offline and not cached, download failed, sha256 mismatch, bad file. Exit 3."""
-
-    exit_code = 3
+    """Weights unavailable: offline and not cached, download failed, sha256 mismatch, bad file."""
 
 
 class DeviceError(DefocusError):
-    """The requested device (cuda, cuda:N, mps) is not available. Exit 4."""
-
-    exit_code = 4
+    """The requested device (cuda, cuda:N, mps) is not available."""

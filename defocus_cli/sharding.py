@@ -30,8 +30,8 @@ class Shard:
 
     def __post_init__(self) -> None:
         if self.count < 1 or not 0 <= self.index < self.count:
-            raise UsageError(f"--shard {self.index}/{self.count}: expected I/N with N >= 1 and 0 <= I < N "
-                             "(I is 0-based)")
+            raise UsageError(f"shard {self.index}/{self.count}: expected I/N with N >= 1 and 0 <= I < N "
+                             "(I is 0-based)", param="shard")
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
@@ -63,13 +63,14 @@ def parse_shard(value: str | None) -> Shard | None:
     i_text, n_text = i_text.strip(), n_text.strip()
     if not sep or not i_text or not n_text:
         hint = " (is the variable holding I or N, e.g. $SLURM_ARRAY_TASK_ID, set?)" if sep or not text else ""
-        raise UsageError(f"--shard {value!r}: expected I/N, e.g. 0/4 (I is 0-based, 0 <= I < N){hint}")
+        raise UsageError(f"shard {value!r}: expected I/N, e.g. 0/4 (I is 0-based, 0 <= I < N){hint}", param="shard")
     if not (i_text.isdigit() and n_text.isdigit()):
-        raise UsageError(f"--shard {value!r}: expected I/N with whole numbers, e.g. 0/4 (I is 0-based, 0 <= I < N)")
+        raise UsageError(f"shard {value!r}: expected I/N with whole numbers, e.g. 0/4 (I is 0-based, 0 <= I < N)",
+                         param="shard")
     index, count = int(i_text), int(n_text)
     if count < 1:
-        raise UsageError(f"--shard {value!r}: N must be at least 1")
+        raise UsageError(f"shard {value!r}: N must be at least 1", param="shard")
     if index >= count:
-        raise UsageError(f"--shard {value!r}: I must be below N (I is 0-based: shards 0 to {count - 1}); "
-                         "for a 1-based array index use $((SLURM_ARRAY_TASK_ID - 1))")
+        raise UsageError(f"shard {value!r}: I must be below N (I is 0-based: shards 0 to {count - 1}); "
+                         "for a 1-based array index use $((SLURM_ARRAY_TASK_ID - 1))", param="shard")
     return Shard(index, count)

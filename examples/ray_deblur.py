@@ -20,7 +20,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from defocus_cli.batch import BatchOptions, BatchResult, json_document
+from defocus_cli.batch import BatchOptions, BatchResult
+from defocus_cli.cli.batch_output import batch_exit_code, json_document
+from defocus_cli.cli.exit_codes import DEVICE, USAGE, error_line, exit_code
 from defocus_cli.distributed import EngineSettings, plan_inputs, run_distributed
 from defocus_cli.errors import DefocusError, UsageError
 from defocus_cli.sharding import parse_shard
@@ -84,21 +86,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             except ConnectionError as e:
                 print(f"error: cannot join the Ray cluster ({e}); start it (ray start --head) or leave out --address "
                       "for a local one", file=sys.stderr)
-                return 4
+                return DEVICE
         ray.data.DataContext.get_current().enable_progress_bars = not a.quiet and sys.stderr.isatty()
         result, header = run_distributed(items, opts, engine, workers=a.workers, gpus_per_worker=a.gpus_per_worker,
                                          cpus_per_worker=a.cpus_per_worker)
     except DefocusError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        print(error_line(e), file=sys.stderr)
+        return exit_code(e)
     except ImportError as e:
         print(f"error: {e}; install the Ray extra: pip install -e \".[ray]\"", file=sys.stderr)
-        return 2
+        return USAGE
     if a.json:
         print(json.dumps(json_document(result, header), indent=2))
     if not a.quiet:
         print(summary_table(result), file=sys.stderr)
-    return result.exit_code
+    return batch_exit_code(result)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,11 @@ from PIL import Image
 from conftest import smooth_rgb
 from defocus_cli.batch import (
     BatchOptions,
-    finish,
-    json_document,
     plan_batch,
     run_batch,
     scan_folder,
-    summary_line,
 )
+from defocus_cli.cli.batch_output import batch_exit_code, finish, json_document, summary_line
 from defocus_cli.errors import DeviceError, UsageError
 from defocus_cli.io.read import Photo
 
@@ -155,7 +153,7 @@ def test_run_batch_isolates_a_bad_file_and_writes_the_good_one(tmp_path: Path) -
     opts = BatchOptions(output=str(tmp_path / "out"))
     items = plan_batch([str(good), str(bad)], opts, stdin_is_tty=False, stdout_is_tty=False)
     result = run_batch(items, _invert, opts)
-    assert result.exit_code == 1
+    assert batch_exit_code(result) == 1
     assert [i.status for i in result.items] == ["ok", "error"]
     out = np.asarray(Image.open(tmp_path / "out" / "good.png"))
     np.testing.assert_array_equal(out, 255 - smooth_rgb(6, 8))
@@ -202,7 +200,7 @@ def test_stdin_to_stdout_bytes(tmp_path: Path) -> None:
     opts = BatchOptions(output="-", fmt="png")
     items = plan_batch(["-"], opts, stdin_is_tty=False, stdout_is_tty=False)
     result = run_batch(items, _invert, opts, read_stdin=lambda: buf.getvalue(), write_stdout=out.append)
-    assert result.exit_code == 0
+    assert batch_exit_code(result) == 0
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(out[0]))), 255 - smooth_rgb(5, 5))
 
 
@@ -214,6 +212,36 @@ def test_finish_prints_json_on_stdout(tmp_path: Path, capsys: pytest.CaptureFixt
     doc = json.loads(capsys.readouterr().out)
     assert doc["device"] == "cpu" and doc["items"][0]["output"] == str(tmp_path / "a_sharp.png")
     assert doc["items"][0]["status"] == "ok" and doc["items"][0]["seconds"] >= 0
+
+
+@pytest.mark.parametrize("pipeline", [0, 1])
+def test_run_batch_reports_progress_through_callbacks(tmp_path: Path, pipeline: int) -> None:
+    files = [_img(tmp_path / "in" / f"p{i}.png", seed=i) for i in range(3)]
+    (tmp_path / "in" / "p3.png").write_bytes(b"not a png")
+    opts = BatchOptions(output=str(tmp_path / "out"))
+    items = plan_batch([str(tmp_path / "in")], opts, stdout_is_tty=False)
+    started: list[int] = []
+    finished: list[tuple[str, str]] = []
+    result = run_batch(items, _invert, opts, pipeline=pipeline, on_start=started.append,
+                       on_item=lambda it: finished.append((it.input_label, it.status)))
+    assert started == [4]
+    assert finished == [(str(f), "ok") for f in files] + [(str(tmp_path / "in" / "p3.png"), "error")]
+    assert batch_exit_code(result) == 1 and "3 written, 1 failed" in summary_line(result)
+
+
+def test_batch_progress_is_off_unless_stderr_is_a_terminal() -> None:
+    from defocus_cli.cli.progress import BatchProgress
+
+    with BatchProgress("x") as bar:  # pytest's stderr is no terminal
+        assert not bar.enabled
+        bar.start(3)
+        bar.advance()
+    assert not BatchProgress("x", quiet=True, enabled=None).enabled
+    with BatchProgress("x", enabled=True) as bar:
+        bar.start(2)
+        bar.advance()
+        assert bar._bar is not None
+    assert bar._bar is None
 
 
 # ------------------------------------------------------------------------------------------- pipelined batches
@@ -393,6 +421,6 @@ def test_pipeline_zero_runs_one_photo_at_a_time(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(batch, "atomic_write", write)
     opts = BatchOptions(output=str(tmp_path / "out"))
     result = run_batch(plan_batch([str(tmp_path / "in")], opts, stdout_is_tty=False), _invert, opts, pipeline=0)
-    assert result.exit_code == 0
+    assert batch_exit_code(result) == 0
     me = threading.current_thread().name
     assert events == [f"{op} p{i}.png {me}" for i in range(3) for op in ("read", "write")]

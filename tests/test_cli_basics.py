@@ -145,3 +145,72 @@ def test_readme_commands_match_ci() -> None:
     assert install in ci_lines
     assert test_cmd in ci_lines
     assert "defocus deblur " + deblur in ci_lines
+
+
+def test_exit_code_table_matches_the_documented_codes() -> None:
+    """cli/exit_codes.py is the one table; its codes are the README's, and no row hides a later one."""
+    import re
+    from pathlib import Path
+
+    from defocus_cli.cli.exit_codes import DEFAULT, EXIT_CODES, Terminated, exit_code
+    from defocus_cli.errors import DefocusError, DeviceError, InputError, OutputError, UsageError, WeightsError
+
+    for i, row in enumerate(EXIT_CODES):  # most specific first: an earlier row never takes a later row's type
+        assert not any(issubclass(row.error, earlier.error) for earlier in EXIT_CODES[:i]), row
+    cases = {UsageError("u"): 2, WeightsError("w"): 3, DeviceError("d"): 4, InputError("i"): 1, OutputError("o"): 1,
+             DefocusError("x"): 1, KeyboardInterrupt(): 130, BrokenPipeError(): 141, Terminated(): 143,
+             OSError("disk"): 1, ValueError("v"): 1}
+    assert {type(e).__name__: exit_code(e) for e in cases} == {type(e).__name__: c for e, c in cases.items()}
+    assert exit_code(WeightsError) == 3 and DEFAULT.code == 1
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    documented = {int(c) for row in re.findall(r"^\| ([\d /]+) \|", table, flags=re.M) for c in row.split("/")}
+    assert documented == {0, 1, 2, 3, 4, 130, 141, 143}
+    assert {row.code for row in EXIT_CODES} | {0} == documented
+
+
+def test_only_the_command_line_prints_or_imports_cli() -> None:
+    """ARCHITECTURE.md's rule: the library never imports cli/, never prints, never draws with rich
+    (the entry point __main__.py may import cli/)."""
+    import ast
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parent.parent / "defocus_cli"
+    bad: list[str] = []
+    for path in sorted(pkg.rglob("*.py")):
+        rel = path.relative_to(pkg).as_posix()
+        if rel.startswith("cli/") or rel == "__main__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ("." * node.level) + (node.module or "")
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                bad.append(f"{rel}:{node.lineno}: print()")
+                continue
+            else:
+                continue
+            for name in names:
+                if (name in ("defocus_cli.cli", ".cli", "..cli", "rich")
+                        or name.startswith(("defocus_cli.cli.", ".cli.", "..cli.", "rich."))):
+                    bad.append(f"{rel}:{node.lineno}: imports {name}")
+    assert bad == []
+
+
+def test_library_errors_name_values_and_the_cli_names_the_option(tmp_path: object) -> None:
+    """A library error names the value (param = the argument); the CLI's line names the option instead."""
+    from defocus_cli.batch import BatchOptions, plan_batch
+    from defocus_cli.cli.exit_codes import error_line, with_option
+    from defocus_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match="^quality must be 1-100, got 0$") as e:
+        plan_batch(["a.png"], BatchOptions(quality=0), stdin_is_tty=False, stdout_is_tty=False)
+    assert e.value.param == "quality" and error_line(e.value) == "error: --quality must be 1-100, got 0"
+    assert with_option(UsageError("max pixels must be >= 1, got 0", param="max_pixels")) == \
+        "--max-pixels must be >= 1, got 0"
+    assert with_option(UsageError("tile 17 is smaller than the overlap 32", param="tile")) == \
+        "--tile 17 is smaller than the overlap 32"
+    assert with_option(UsageError("png16 cannot hold a sign", param="fmt")) == "--format: png16 cannot hold a sign"
+    assert with_option(UsageError("no param")) == "no param"

@@ -14,6 +14,7 @@ from conftest import SHARED, needs_shared
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from defocus_cli.cli.exit_codes import exit_code
 from defocus_cli.convert import convert_checkpoint
 from defocus_cli.errors import InputError, UsageError
 
@@ -94,7 +95,7 @@ def test_wrong_arch_is_a_usage_error(ifan_ckpt: Path, tmp_path: Path) -> None:
     dst = tmp_path / "x.safetensors"
     with pytest.raises(UsageError) as e:
         convert_checkpoint(ifan_ckpt, dst, "defocusgan")
-    assert e.value.exit_code == 2
+    assert exit_code(e.value) == 2
     assert "does not match --arch defocusgan" in str(e.value) and "--arch ifan" in str(e.value)
     assert not dst.exists()
 
@@ -129,7 +130,7 @@ def test_malicious_pickle_is_refused(tmp_path: Path) -> None:
     torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": _Evil(marker)}, bad)
     with pytest.raises(InputError) as e:
         convert_checkpoint(bad, tmp_path / "out.safetensors", "ifan")
-    assert e.value.exit_code == 1 and "\n" not in str(e.value)
+    assert exit_code(e.value) == 1 and "\n" not in str(e.value)
     assert "weights-only" in str(e.value)
     assert not marker.exists()
     assert not (tmp_path / "out.safetensors").exists()

@@ -324,6 +324,19 @@ def test_cli_error_exit_codes(tmp_path: Path, dp_files: tuple[Path, Path], args:
     assert (tmp_path / "exists.npy").read_bytes() == b"keep"
 
 
+@pytest.mark.parametrize(("args", "line"), [
+    (["--max-disparity", "0"], "error: --max-disparity must be >= 1, got 0"),
+    (["--baseline", "diag"], "error: --baseline must be h, v or auto, got 'diag'"),
+    (["--method", "magic"], "error: --method must be one of learned, classical, got 'magic'"),
+])
+def test_cli_names_the_option_of_a_bad_value(tmp_path: Path, dp_files: tuple[Path, Path], args: list[str],
+                                             line: str) -> None:
+    """run_map's errors name values (``max disparity must be ...``); the CLI's line names the option."""
+    argv = [str(dp_files[0]), str(dp_files[1]), "-o", str(tmp_path / "m.npy"), "--method", "classical", *args]
+    r = runner.invoke(app, ["map", *argv])
+    assert r.exit_code == 2 and r.stderr.strip() == line, r.stderr
+
+
 def test_cli_json_error_document(tmp_path: Path, dp_files: tuple[Path, Path]) -> None:
     r = runner.invoke(app, ["map", str(tmp_path / "nope.png"), str(dp_files[1]), "-o", str(tmp_path / "m.npy"),
                             "--method", "classical", "--json"])

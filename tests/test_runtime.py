@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from defocus_cli import devices, runtime
+from defocus_cli.cli.exit_codes import exit_code
 from defocus_cli.errors import DeviceError, UsageError
 
 
@@ -45,7 +46,7 @@ def test_cuda_requested_but_absent_is_device_error_exit_4(monkeypatch: pytest.Mo
     for req in ("cuda", "cuda:0", "CUDA:1"):
         with pytest.raises(DeviceError, match="--device cpu") as ei:
             devices.resolve_device(req)
-        assert ei.value.exit_code == 4
+        assert exit_code(ei.value) == 4
 
 
 def test_mps_requested_but_absent_is_device_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -281,7 +282,7 @@ def test_explicit_tile_is_never_overridden() -> None:
     seen: list[tuple[int, int]] = []
     with pytest.raises(DeviceError, match="--tile") as ei:
         runtime.run_engine(eng, x, device="cpu", tile=64, fn=_oom_above(32 * 32, seen))
-    assert ei.value.exit_code == 4
+    assert exit_code(ei.value) == 4
     assert seen and all(max(s) <= 64 and max(s) > 32 for s in seen), "no smaller tile may be tried"
     seen.clear()
     with pytest.raises(DeviceError, match="whole image"):

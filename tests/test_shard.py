@@ -36,8 +36,9 @@ def test_parse_shard_accepts_i_of_n_and_refuses_everything_else() -> None:
     assert parse_shard("0/1") == Shard(0, 1)
     assert parse_shard(" 2/3 ") == Shard(2, 3)
     for bad in ("3/3", "1", "/3", "2/", "-1/3", "a/b", "0/0", "1.5/3", "", "1/2/3"):
-        with pytest.raises(UsageError, match="--shard"):
+        with pytest.raises(UsageError, match="^shard ") as e:  # names the value; the CLI says --shard
             parse_shard(bad)
+        assert e.value.param == "shard"
     with pytest.raises(UsageError, match="SLURM_ARRAY_TASK_ID"):
         parse_shard("/4")  # an unset variable
     with pytest.raises(UsageError, match="0-based"):

@@ -133,6 +133,18 @@ def test_sftnet_trainer_runs_resumes_and_exports(tiny_cache: Path, tmp_path: Pat
         assert set(f.keys()) == set(SFTNet().state_dict())
 
 
+def test_sftnet_curriculum_override(tiny_cache: Path, tmp_path: Path) -> None:
+    opts = TrainOptions(model="sftnet", cache=[tiny_cache], steps=4, patch=32, batch=2, out=tmp_path / "w.safetensors",
+                        run_dir=tmp_path / "run", val_every=100, threads=1,
+                        extra={"curriculum": [[0, 24], [0.5, 40]]})
+    run(opts)
+    recs = [r for r in read_log(tmp_path / "run" / "log.jsonl") if "loss" in r]
+    assert [r["patch"] for r in recs] == [24, 24, 32, 32]  # capped at --patch
+    opts.extra = {"curriculum": [[0.2, 24]]}
+    with pytest.raises(ValueError, match="fraction 0"):
+        run(opts)
+
+
 def test_cli_train_rejects_bad_requests() -> None:
     runner = CliRunner()
     r = runner.invoke(app, ["train", "nosuchnet", "--data", "."])

@@ -1,4 +1,5 @@
-"""Pieces shared by the CLI commands: error → exit-code mapping, console on stderr, logging setup.
+"""Pieces shared by the CLI commands: the one place errors are caught (:func:`guarded`, exit codes from
+:mod:`defocus_cli.cli.exit_codes`), console on stderr, logging setup.
 
 Imports no torch. Commands import the library inside their bodies so that ``defocus --help`` stays fast.
 """
@@ -13,6 +14,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
+
+from defocus_cli.cli.exit_codes import BROKEN_PIPE, DEFAULT, Terminated, rule_for
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,10 +75,6 @@ def route_third_party_warnings(verbose: bool = False) -> None:
             pass
 
 
-class Terminated(BaseException):
-    """Raised in the main thread on SIGTERM, so that ``finally`` clauses (temporary-file clean-up) run."""
-
-
 def _on_sigterm(signum: int, frame: Any) -> None:
     from defocus_cli.io.atomic import remove_temporary_files
 
@@ -99,23 +98,43 @@ def _flush_stdout() -> None:
         sys.stdout.flush()
     except BrokenPipeError:
         _quiet_stdout()
-        raise typer.Exit(code=141) from None
+        raise typer.Exit(code=BROKEN_PIPE) from None
     except (OSError, ValueError):
         pass
 
 
+def report_error(e: BaseException, verbose: bool = False) -> int:
+    """Report ``e``, an exception that ends a command, and return its exit code: the row of
+    :data:`defocus_cli.cli.exit_codes.EXIT_CODES` for its type gives the code and the one stderr line.
+
+    Side effects by kind: a closed stdout (``BrokenPipeError``) is pointed at /dev/null so the exit flush stays
+    quiet; on SIGINT temporary files are removed; with ``verbose`` a library or unexpected error also logs its
+    traceback."""
+    rule = rule_for(e)
+    if isinstance(e, BrokenPipeError):
+        _quiet_stdout()
+    elif isinstance(e, KeyboardInterrupt):
+        from defocus_cli.io.atomic import remove_temporary_files
+
+        remove_temporary_files()
+    elif verbose and not isinstance(e, Terminated):
+        log.exception("unexpected error" if rule is DEFAULT else "error")
+    line = rule.message(e)
+    if line is not None:
+        sys.stderr.write(line + "\n")
+    return rule.code
+
+
 def guarded(fn: F) -> F:
-    """Decorate a command: a :class:`DefocusError` becomes a one-line ``error: ...`` on stderr and its
-    exit code; any other exception becomes exit 1 with a one-line message (traceback only with -v).
-    SIGINT exits 130 and SIGTERM 143, both after removing temporary files; a closed stdout (``| head``)
-    exits 141 quietly. The wrapped command must take a ``verbose`` keyword argument."""
+    """Decorate a command: an exception becomes its exit code and one line on stderr
+    (:func:`report_error`, :mod:`defocus_cli.cli.exit_codes`): a :class:`DefocusError` ``error: ...`` and its
+    code (2 usage, 3 weights, 4 device, 1 otherwise); any other exception exit 1 with a one-line message
+    (traceback only with -v). SIGINT exits 130 and SIGTERM 143, both after removing temporary files; a closed
+    stdout (``| head``) exits 141 quietly. The wrapped command must take a ``verbose`` keyword argument."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         import signal
-
-        from defocus_cli.errors import DefocusError
-        from defocus_cli.io.atomic import describe_os_error, remove_temporary_files
 
         verbose = bool(kwargs.get("verbose", False))
         previous = None
@@ -130,33 +149,8 @@ def guarded(fn: F) -> F:
         except (typer.Exit, typer.Abort, SystemExit):
             _flush_stdout()
             raise
-        except DefocusError as e:
-            if verbose:
-                log.exception("error")
-            sys.stderr.write(f"error: {e}\n")
-            raise typer.Exit(code=e.exit_code) from None
-        except BrokenPipeError:
-            _quiet_stdout()
-            raise typer.Exit(code=141) from None
-        except KeyboardInterrupt:
-            remove_temporary_files()
-            sys.stderr.write("interrupted\n")
-            raise typer.Exit(code=130) from None
-        except Terminated:
-            sys.stderr.write("terminated\n")
-            raise typer.Exit(code=143) from None
-        except OSError as e:  # e.g. a name too long for the file system, not caught deeper down
-            if verbose:
-                log.exception("error")
-            where = f"{e.filename}: " if e.filename else ""
-            sys.stderr.write(f"error: {where}{describe_os_error(e, e.filename)}\n")
-            raise typer.Exit(code=1) from None
-        except Exception as e:  # noqa: BLE001 - last line of defence: no traceback without -v
-            if verbose:
-                log.exception("unexpected error")
-            first = " ".join(str(e).split())[:300]
-            sys.stderr.write(f"error: {type(e).__name__}: {first} (run again with -v for details)\n")
-            raise typer.Exit(code=1) from None
+        except (Exception, KeyboardInterrupt, Terminated) as e:  # noqa: BLE001 - last line of defence
+            raise typer.Exit(code=report_error(e, verbose)) from None
         finally:
             if previous is not None:
                 try:

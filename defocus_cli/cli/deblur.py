@@ -36,6 +36,8 @@ from defocus_cli.cli._common import (
     refuse_json_with_stdout,
     setup_logging,
 )
+from defocus_cli.cli.batch_output import finish
+from defocus_cli.cli.progress import BatchProgress
 
 EPILOG = (
     "Examples:  defocus deblur photo.jpg  (writes photo_sharp.jpg)  ·  "
@@ -151,7 +153,8 @@ def deblur(
                       backend=choice.backend)
         process = api.make_deblur_fn(engine, device=dev, precision=prec, tile=tile_value, overlap=overlap,
                                      info=info, tta=tta, strength=strength)
-    result = batch.run_batch(items, process or _nothing, opts, quiet=quiet, description="deblurring")
+    with BatchProgress("deblurring", quiet=quiet) as bar:
+        result = batch.run_batch(items, process or _nothing, opts, on_start=bar.start, on_item=bar.advance)
     if info:
         header["tile"] = info.get("tile", header["tile"])
         header["overlap"] = info.get("overlap")
@@ -162,7 +165,7 @@ def deblur(
                  if it.status == "ok" and it.input is not None and it.output is not None]
         write_compare(pairs, report, settings={k: v for k, v in header.items() if v is not None})
         header["report"] = report
-    code = batch.finish(result, header=header, as_json=json_out, quiet=quiet)
+    code = finish(result, header=header, as_json=json_out, quiet=quiet)
     raise typer.Exit(code)
 
 

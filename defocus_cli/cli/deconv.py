@@ -32,6 +32,8 @@ from defocus_cli.cli._common import (
     setup_logging,
     suffix_option,
 )
+from defocus_cli.cli.batch_output import finish
+from defocus_cli.cli.progress import BatchProgress
 
 METHOD_NAMES = ("wiener", "rl", "hyperlaplacian")
 KERNEL_NAMES = ("disc", "gaussian", "butterworth")
@@ -147,12 +149,13 @@ def deconv(
         return deconvolve(photo.pixels, method, radius=radius, defocus=defocus, kernel=kernel,
                           iterations=iterations, max_levels=levels)
 
-    result = batch.run_batch(items, process, opts, quiet=quiet, description="deconvolving")
+    with BatchProgress("deconvolving", quiet=quiet) as bar:
+        result = batch.run_batch(items, process, opts, on_start=bar.start, on_item=bar.advance)
     header: dict[str, Any] = {"method": method, "kernel": kernel, "radius": radius,
                               "map": None if map_arg is None else str(map_arg), "iterations": iterations}
     if opts.shard is not None:
         header["shard"] = str(opts.shard)
-    code = batch.finish(result, header=header, as_json=json_out, quiet=quiet)
+    code = finish(result, header=header, as_json=json_out, quiet=quiet)
     raise typer.Exit(code)
 
 

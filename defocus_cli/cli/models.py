@@ -16,6 +16,7 @@ import typer
 
 from defocus_cli.archs.table import convertible
 from defocus_cli.cli._common import guarded, setup_logging, stderr_console
+from defocus_cli.cli.exit_codes import error_line, exit_code
 
 models_app = typer.Typer(
     name="models",
@@ -163,13 +164,13 @@ def download(
         except WeightsError as e:
             items.append({"name": spec.name, "status": "error", "source": None, "path": None, "sha256": None,
                           "error": str(e)})
-            sys.stderr.write(f"error: {e}\n")
+            sys.stderr.write(error_line(e) + "\n")
     if json_out:
         _emit_json({"cache": str(fetch.hub_cache_dir()), "items": items})
     if not specs and not quiet:
         con.print("no models registered; nothing to download")
     if any(i["status"] == "error" for i in items):
-        raise typer.Exit(code=WeightsError.exit_code)
+        raise typer.Exit(code=exit_code(WeightsError))
 
 
 @models_app.command("verify")
@@ -215,7 +216,7 @@ def verify(
     if json_out:
         _emit_json({"items": items, "ok": not failed})
     if failed:
-        raise typer.Exit(code=WeightsError.exit_code)
+        raise typer.Exit(code=exit_code(WeightsError))
 
 
 @models_app.command("convert")

@@ -104,7 +104,7 @@ def deconvolve(
     kwargs = dict(params)
     if iterations is not None:
         if iterations < 1:
-            raise UsageError(f"--iterations must be >= 1, got {iterations}")
+            raise UsageError(f"iterations must be >= 1, got {iterations}", param="iterations")
         if method == "wiener":
             log.info("--iterations is ignored by the Wiener method")
         else:
@@ -113,7 +113,7 @@ def deconvolve(
     img = np.asarray(image, dtype=np.float32)
     if radius is not None:
         if not (0.0 <= radius <= MAX_RADIUS):
-            raise UsageError(f"--radius must be between 0 and {MAX_RADIUS:g} px, got {radius}")
+            raise UsageError(f"radius must be between 0 and {MAX_RADIUS:g} px, got {radius}", param="radius")
         return fn(img, make_psf(kernel, float(radius)))
     r = fit_map(np.asarray(defocus), img.shape[:2])
     peak = float(np.nanmax(np.abs(r))) if r.size else 0.0

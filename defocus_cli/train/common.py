@@ -385,42 +385,6 @@ def apply_options(cfg: C, opts: Any) -> C:
     return cfg
 
 
-def set_fields(cfg: Any, assignments: Sequence[str]) -> None:
-    """Apply ``KEY=VALUE`` strings (a trainer command line's ``--set``) to the config ``cfg``: ``VALUE`` is
-    converted with the type of the field's current value (``int``, ``float``, ``str`` ...), or kept a string when
-    the field is ``None``. An unknown ``KEY`` raises :class:`AttributeError`."""
-    for kv in assignments:
-        k, _, v = kv.partition("=")
-        cur = getattr(cfg, k)
-        if isinstance(cur, bool):
-            if v.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError(f"{k} expects true/false; got {v!r}")
-            setattr(cfg, k, v.lower() in ("1", "true", "yes"))
-        else:
-            setattr(cfg, k, type(cur)(v) if cur is not None else v)
-
-
-def run_entry(fn: Callable[[], Any]) -> int:
-    """Run a trainer command line's work ``fn`` (``python -m defocus_cli.train.ifan ...``): 0 when it returns, or
-    a :class:`~defocus_cli.errors.DefocusError` as one ``error: ...`` line on stderr and its exit code (2 usage,
-    4 device ...), never a traceback."""
-    import sys
-
-    from defocus_cli.errors import DefocusError
-
-    try:
-        fn()
-    except DefocusError as e:
-        sys.stderr.write(f"error: {e}\n")
-        return e.exit_code
-    return 0
-
-
-def log_to_stderr() -> None:
-    """INFO logging to stderr with time stamps and logger names, for a trainer's command line."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-
-
 def load_init(module: torch.nn.Module, path: str | Path) -> None:
     """Load starting weights (a safetensors file of ``module``'s state dict, any float dtype) into ``module``,
     strictly, as float32."""

@@ -35,11 +35,9 @@ Checkpoints hold CPU tensors, so a GPU run resumes on a CPU.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -360,42 +358,3 @@ def train_config(cfg: GANTrainConfig) -> dict[str, Any]:
                        seconds=round(time.monotonic() - ts, 3), **glogs, **logs)
         run.after_step(step, validate=step % cfg.val_every == 0 and it >= ANNEAL_REFERENCE)
     return run.finish(step, t0)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line for background runs: ``python -m defocus_cli.train.defocusgan [--map] --run DIR ...``."""
-    from defocus_cli.train.common import log_to_stderr, run_entry, set_fields
-
-    p = argparse.ArgumentParser(description="Train the DefocusGAN generator (or, with --map, its map network).")
-    p.add_argument("--map", action="store_true", help="train the DP defocus-map network instead")
-    p.add_argument("--run", default=None)
-    p.add_argument("--cache", nargs="*", default=[])
-    p.add_argument("--photos", default=None)
-    p.add_argument("--export", default=None)
-    p.add_argument("--val-root", default=None)
-    p.add_argument("--set", nargs="*", default=[], help="KEY=VALUE overrides of the config fields")
-    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the config's, cpu)")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast for forward passes")
-    a = p.parse_args(argv)
-    log_to_stderr()
-    if a.map:
-        from defocus_cli.train.defocusgan_map import MapTrainConfig
-        from defocus_cli.train.defocusgan_map import train_config as run_map
-
-        cfg: Any = MapTrainConfig(cache=a.cache, photos=a.photos)
-    else:
-        cfg = GANTrainConfig(cache=a.cache, photos=a.photos, val_root=a.val_root)
-    if a.run:
-        cfg.run = a.run
-    if a.export is not None:
-        cfg.export = a.export or None
-    if a.device is not None:
-        cfg.device = a.device
-    if a.bf16:
-        cfg.bf16 = True
-    set_fields(cfg, a.set)
-    return run_entry(lambda: log.info("done: %s", run_map(cfg) if a.map else train_config(cfg)))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """Scores and figures for the model cards of trained weights (IFAN, DefocusGAN, the DP defocus-map net).
 
-``python -m defocus_cli.train.evaluate --arch ifan --weights weights/ifan.safetensors --json out.json
-[--lfdof DIR] [--synthetic PHOTOS] [--figure weights/figures/ifan.png --real DIR]``
+:func:`evaluate`, run by ``python tools/evaluate_weights.py --arch ifan --weights weights/ifan.safetensors
+--json out.json [--lfdof DIR] [--synthetic PHOTOS] [--figure weights/figures/ifan.png --real IMAGES...]``
 
 * LFDOF (real pairs): PSNR / SSIM / LPIPS (AlexNet v0.1) of the output, next to the blurry input's; whole
   images, the output rounded to 8 bits as if saved (:mod:`defocus_cli.metrics`, :mod:`defocus_cli.lpips`).
@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -26,7 +24,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_trained", "score_lfdof", "score_synthetic", "score_map", "before_after_figure", "map_figure", "main"]
+__all__ = ["load_trained", "score_lfdof", "score_synthetic", "score_map", "before_after_figure", "map_figure", "evaluate"]
 
 
 def load_trained(arch: str, path: str | Path) -> torch.nn.Module:
@@ -144,48 +142,54 @@ def map_figure(model: torch.nn.Module, test: dict[str, torch.Tensor], out: str |
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Score trained weights for a model card.")
-    from defocus_cli.archs.table import ARCH_SPECS
+def evaluate(
+    arch: str,
+    weights: str | Path,
+    *,
+    lfdof: str | Path | None = None,
+    synthetic: str | Path | None = None,
+    syn_n: int = 32,
+    syn_patch: int = 256,
+    figure: str | Path | None = None,
+    real: Sequence[str | Path] = (),
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Score the weights file ``weights`` of architecture ``arch`` for its model card (``tools/evaluate_weights.py``).
 
-    p.add_argument("--arch", required=True, choices=tuple(ARCH_SPECS))
-    p.add_argument("--weights", required=True)
-    p.add_argument("--json", required=True)
-    p.add_argument("--lfdof", default=None)
-    p.add_argument("--synthetic", default=None, help="folder of sharp photos (held-out split is used)")
-    p.add_argument("--syn-n", type=int, default=32)
-    p.add_argument("--syn-patch", type=int, default=256)
-    p.add_argument("--figure", default=None)
-    p.add_argument("--real", nargs="*", default=[])
-    p.add_argument("--threads", type=int, default=1)
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(a.threads)
+    Args:
+        arch: a :data:`defocus_cli.registry.ARCHS` key.
+        weights: a safetensors file of ``arch``'s state dict.
+        lfdof: LFDOF folder (real pairs; deblurring models only): :func:`score_lfdof`.
+        synthetic: folder of sharp photos; its held-out split makes the synthetic test set
+            (``syn_n`` patches of ``syn_patch`` px, seed 1234): :func:`score_synthetic`, or :func:`score_map` for
+            the map network.
+        figure: a PNG to write: :func:`map_figure` of the synthetic set for the map network, else
+            :func:`before_after_figure` of the ``real`` photos.
+        threads: torch CPU threads.
+
+    Returns:
+        ``{"arch", "weights", "synthetic"?, "lfdof"?, "seconds"}``, JSON-ready.
+    """
     from defocus_cli.train.common import setup_torch
 
-    setup_torch(a.threads)
-    model = load_trained(a.arch, a.weights)
-    res: dict[str, Any] = {"arch": a.arch, "weights": a.weights}
+    torch.set_num_threads(threads)
+    setup_torch(threads)
+    model = load_trained(arch, weights)
+    res: dict[str, Any] = {"arch": arch, "weights": str(weights)}
     t0 = time.time()
-    if a.synthetic:
+    if synthetic:
         from defocus_cli.data import synthetic_test_set
 
-        test = synthetic_test_set(n=a.syn_n, seed=1234, patch=a.syn_patch, photos=a.synthetic)
-        res["synthetic"] = score_map(model, test) if a.arch == "defocusgan-map" else score_synthetic(model, test)
-        if a.arch == "defocusgan-map" and a.figure:
-            map_figure(model, test, a.figure)
-        res["synthetic"].update({"seed": 1234, "patch": a.syn_patch})
+        test = synthetic_test_set(n=syn_n, seed=1234, patch=syn_patch, photos=synthetic)
+        res["synthetic"] = score_map(model, test) if arch == "defocusgan-map" else score_synthetic(model, test)
+        if arch == "defocusgan-map" and figure:
+            map_figure(model, test, figure)
+        res["synthetic"].update({"seed": 1234, "patch": syn_patch})
         log.info("synthetic: %s", res["synthetic"])
-    if a.lfdof and a.arch != "defocusgan-map":
-        res["lfdof"] = score_lfdof(model, a.lfdof)
+    if lfdof and arch != "defocusgan-map":
+        res["lfdof"] = score_lfdof(model, lfdof)
         log.info("lfdof: %s", res["lfdof"]["mean"])
-    if a.figure and a.real and a.arch != "defocusgan-map":
-        before_after_figure(model, a.real, a.figure)
+    if figure and real and arch != "defocusgan-map":
+        before_after_figure(model, real, figure)
     res["seconds"] = round(time.time() - t0, 1)
-    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json).write_text(json.dumps(res, indent=1))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    return res

@@ -22,8 +22,8 @@ model returns its input exactly, and training can only move from there (the weig
 layout). Optimiser Adam (the paper: RAdam 1e-4, batch 8, 256² patches, 600 k iterations, grad-clip 0.5 — we
 keep the clip, use a higher rate and far fewer, smaller patches for CPU).
 
-Run: ``python -m defocus_cli.train.ifan --run runs/ifan --cache runs/cache/*.pt --minutes 90`` (resumes from
-``runs/ifan/last.pt``; ``--device cuda`` trains on a GPU with the synthetic data made there, ``--bf16`` adds
+Run: ``defocus train ifan --run-dir runs/ifan --cache CACHE.pt --set minutes=90`` (``--resume`` continues
+from ``runs/ifan/last.pt``; ``--device cuda`` trains on a GPU with the synthetic data made there, ``--bf16`` adds
 bf16 autocast to the forward passes; checkpoints hold CPU tensors, so a GPU run resumes on a CPU); JSONL log in ``runs/ifan/log.jsonl`` (loss terms per step, LFDOF centre-crop PSNR
 every ``val_every`` steps next to the input's); exports ``weights/ifan.safetensors`` (fp16) whenever the
 validation PSNR beats the input's and the previous best.
@@ -31,10 +31,8 @@ validation PSNR beats the input's and the previous best.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -250,35 +248,3 @@ def train_config(cfg: IFANTrainConfig) -> dict[str, Any]:
                        seconds=round(time.monotonic() - ts, 3), **logs)
         run.after_step(step, validate=step % cfg.val_every == 0)
     return run.finish(step, t0)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry for background runs: ``python -m defocus_cli.train.ifan --run DIR --cache F ...``."""
-    from defocus_cli.train.common import log_to_stderr, run_entry
-
-    p = argparse.ArgumentParser(description="Train IFAN on synthetic DP defocus (resumable).")
-    d = IFANTrainConfig()
-    p.add_argument("--run", default=d.run)
-    p.add_argument("--cache", nargs="*", default=[])
-    p.add_argument("--photos", default=None)
-    p.add_argument("--paired", default=None)
-    for name in ("patch", "batch", "steps", "val_every", "val_crop", "threads", "seed"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
-    for name in ("lr", "minutes", "w_dme_warp", "w_dme_sup", "w_reblur", "save_every_s", "grad_clip",
-                 "export_margin_db", "coc_px", "in_focus_prob", "highlight_prob"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
-    p.add_argument("--val-root", default=None)
-    p.add_argument("--export", default=d.export)
-    p.add_argument("--init", default=None)
-    p.add_argument("--device", default=d.device, help="cpu | cuda | cuda:N")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast for forward passes")
-    a = p.parse_args(argv)
-    log_to_stderr()
-    cfg = IFANTrainConfig(**{k: v for k, v in vars(a).items()})
-    if cfg.export == "":
-        cfg.export = None
-    return run_entry(lambda: log.info("done: %s", train_config(cfg)))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
