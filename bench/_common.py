@@ -33,6 +33,34 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def read_rgb(path: str | Path) -> Any:
+    """float32 ``(H, W, 3)`` RGB in [0, 1] on the 8-bit grid, the values ``cv2.imread(path)`` gives (16-bit
+    files reduced ``v >> 8``, EXIF orientation applied), decoded by the package's one image reader
+    (``defocus_cli.scoring.load_image``, protocol ``dpdd8``)."""
+    import numpy as np
+
+    from defocus_cli.scoring import load_image
+
+    return load_image(Path(path), "dpdd8").pixels.astype(np.float32)
+
+
+def read_rgb8(path: str | Path) -> Any:
+    """uint8 ``(H, W, 3)`` RGB: :func:`read_rgb` as 8-bit samples."""
+    import numpy as np
+
+    return np.rint(read_rgb(path) * 255.0).astype(np.uint8)
+
+
+def read_gray16(path: str | Path) -> Any:
+    """float32 ``(H, W)``: the stored samples of a one-channel image (e.g. a 16-bit ground-truth map), in
+    stored orientation, through the package's one image reader (``defocus_cli.io.read.read_samples``)."""
+    import numpy as np
+
+    from defocus_cli.io.read import read_samples
+
+    return read_samples(path, upright=False)[0][..., 0].astype(np.float32)
+
+
 def build_engine(name: str, trained: bool = False) -> tuple[Any, str]:
     """The engine ``name`` in eval mode on CPU and where its weights came from: ``"random"`` (seeded default
     init), or ``"<source>:<sha256 prefix>"`` for installed weights (registry, else ``weights/<name>.safetensors``)."""
@@ -63,9 +91,9 @@ def load_photo(width: int, height: int) -> Any:
     if PHOTO.is_file():
         import cv2
 
-        bgr = cv2.imread(str(PHOTO), cv2.IMREAD_COLOR)
-        interp = cv2.INTER_CUBIC if width > bgr.shape[1] else cv2.INTER_AREA
-        rgb = cv2.resize(bgr, (width, height), interpolation=interp)[..., ::-1]
+        rgb8 = read_rgb8(PHOTO)
+        interp = cv2.INTER_CUBIC if width > rgb8.shape[1] else cv2.INTER_AREA
+        rgb = cv2.resize(rgb8, (width, height), interpolation=interp)
         arr = np.clip(rgb.astype(np.float32) / 255.0, 0, 1)
     else:
         yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -200,9 +228,12 @@ def write_json(name: str, obj: Any) -> Path:
     return path
 
 
-def psnr(a: Any, b: Any, peak: float = 1.0) -> float:
-    """PSNR in dB between two tensors (values clipped to [0, peak])."""
+def psnr(a: Any, b: Any) -> float:
+    """PSNR in dB between two tensors of any shape, values clipped to [0, 1]: the mean squared error over all
+    elements through :func:`defocus_cli.metrics.psnr_from_mse` (the one PSNR formula; identical tensors give
+    its cap, 100 dB)."""
     import torch
 
-    mse = float(torch.mean((a.clamp(0, peak).double() - b.clamp(0, peak).double()) ** 2))
-    return float("inf") if mse == 0 else 10.0 * __import__("math").log10(peak * peak / mse)
+    from defocus_cli.metrics import psnr_from_mse
+
+    return psnr_from_mse(float(torch.mean((a.clamp(0, 1).double() - b.clamp(0, 1).double()) ** 2)))

@@ -52,8 +52,8 @@ def make_folder(folder: Path, count: int, width: int, height: int) -> list[Path]
     out = []
     for i in range(count):
         if sources:
-            bgr = cv2.imread(str(sources[i % len(sources)]), cv2.IMREAD_COLOR)
-            bgr = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
+            rgb8 = C.read_rgb8(sources[i % len(sources)])
+            bgr = cv2.resize(np.ascontiguousarray(rgb8[..., ::-1]), (width, height), interpolation=cv2.INTER_AREA)
         else:
             rgb = C.load_photo(width, height)[0].permute(1, 2, 0).numpy()
             bgr = (rgb[..., ::-1] * 255 + 0.5).astype(np.uint8)
@@ -85,7 +85,7 @@ def child(engine: str, folder: str, reps: int, io_nice: int = 0) -> dict[str, An
     import torch
 
     from defocus_cli import api, batch, devices, runtime, weights
-    from defocus_cli.photo_io import read_photo
+    from defocus_cli.io.read import read_photo
 
     runtime.tune_allocator()
     dev = devices.resolve_device("cpu")

@@ -171,7 +171,6 @@ def section_bpp(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def section_bf16(args: argparse.Namespace) -> list[dict[str, Any]]:
     """bf16 (autocast, CPU) vs fp32 on LFDOF pairs (centre crops): PSNR to the target and output agreement."""
-    import cv2
     import numpy as np
     import torch
 
@@ -185,7 +184,7 @@ def section_bf16(args: argparse.Namespace) -> list[dict[str, Any]]:
         return []
 
     def load(path: Path) -> Any:
-        a = cv2.imread(str(path), cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0
+        a = C.read_rgb(path)
         hh, ww = a.shape[:2]
         cs = args.bf16_crop
         y0, x0 = max((hh - cs) // 2, 0), max((ww - cs) // 2, 0)

@@ -113,7 +113,7 @@ def child(engine: str, photo: str, out: str, warm: int) -> dict[str, Any]:
                                                               "write"))
     cold_faults = faults.get("run_engine", 0)
     # the same photo again in this warm process: the network alone
-    from defocus_cli.photo_io import read_photo
+    from defocus_cli.io.read import read_photo
 
     ph = read_photo(photo)
     x = torch.from_numpy(ph.pixels.transpose(2, 0, 1).copy())[None]

@@ -43,7 +43,7 @@ def main() -> None:
     import torch.nn.functional as F
 
     from defocus_cli.archs.sftnet import SFTNet
-    from defocus_cli.devices import cpu_has_native_bf16
+    from defocus_cli.devices import autocast_context, cpu_has_native_bf16
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -61,7 +61,7 @@ def main() -> None:
     x, y = torch.rand(batch, 3, patch, patch), torch.rand(batch, 3, patch, patch)
 
     def train_step(bf16: bool) -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with autocast_context("cpu", "bf16" if bf16 else "fp32"):
             out = net.restore(x, net.map_lowres(x)).float()
             loss = F.l1_loss(out, y)
         opt.zero_grad(set_to_none=True)

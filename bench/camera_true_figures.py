@@ -35,7 +35,7 @@ def patch_radii(blurry: np.ndarray, sharp: np.ndarray, patch: int = 64) -> list[
     """Best-fitting disc radius (px) per textured ``patch``² block of an ``(H, W, 3)`` [0, 1] sRGB pair."""
     import cv2
 
-    from defocus_cli.data.kernels import dp_kernels
+    from defocus_cli.archs._dpkernels import dp_kernels
 
     ga, gb = _lin(blurry).mean(2).astype(np.float32), _lin(sharp).mean(2).astype(np.float32)
     blurred = [cv2.filter2D(gb, -1, dp_kernels(r, 3, 2.5, 0.1)[0].astype(np.float32),

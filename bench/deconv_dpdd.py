@@ -19,15 +19,13 @@ import time
 
 import numpy as np
 
-from _common import ROOT, SHARED  # noqa: E402  (bench/_common.py puts the repository on sys.path)
+from _common import ROOT, SHARED, read_rgb  # noqa: E402  (bench/_common.py puts the repository on sys.path)
 from defocus_cli.metrics import psnr  # noqa: E402  (the one PSNR; numpy, [0, 1])
 
 DATA = SHARED / "data" / "dpdd_val"
 
 
 def main() -> None:
-    import cv2
-
     from defocus_cli.deconv import deconvolve
     from defocus_cli.defocus_map import estimate_single_map
 
@@ -42,8 +40,7 @@ def main() -> None:
         sys.exit(f"needs {DATA} (development data, not part of a clone)")
     rows = []
     for f in files:
-        load = lambda p: (cv2.imread(str(p), cv2.IMREAD_COLOR)[:, :, ::-1] / 255.0).astype(np.float32)  # noqa: E731
-        x, y = load(f), load(DATA / "target" / f.name)
+        x, y = read_rgb(f), read_rgb(DATA / "target" / f.name)
         t = time.perf_counter()
         radius = estimate_single_map(x, method="classical").radius
         out = deconvolve(x, args.method, defocus=radius, **extra)

@@ -19,15 +19,13 @@ import time
 
 import numpy as np
 
-from _common import ROOT, SHARED  # noqa: E402  (bench/_common.py puts the repository on sys.path)
+from _common import ROOT, SHARED, read_rgb  # noqa: E402  (bench/_common.py puts the repository on sys.path)
 from defocus_cli.metrics import psnr  # noqa: E402  (the one PSNR; numpy, [0, 1])
 
 KODAK = SHARED / "data" / "sharp" / "kodak"
 
 
 def main() -> None:
-    import cv2
-
     from defocus_cli.deconv import deconvolve
     from defocus_cli.deconv._fourier import blur
     from defocus_cli.deconv.psf import make_psf
@@ -44,8 +42,7 @@ def main() -> None:
         sys.exit(f"needs {KODAK} (development data, not part of a clone)")
     rows = []
     for f in files:
-        bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
-        sharp = (bgr[:, :, ::-1] / 255.0).astype(np.float32)
+        sharp = read_rgb(f)
         h, w = sharp.shape[:2]
         rng = np.random.default_rng(0)
         b2, b6 = blur(sharp, make_psf("disc", 2.0)), blur(sharp, make_psf("disc", 6.0))

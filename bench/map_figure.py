@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import ROOT, SHARED  # noqa: I001 - bench/ is on sys.path when run as a script
+from _common import ROOT, SHARED, read_gray16  # noqa: I001 - bench/ is on sys.path when run as a script
 from map_pixel4 import spearman
 
 DATA = SHARED / "data" / "pixel4_dp"
@@ -46,8 +46,8 @@ def main() -> None:
 
     from defocus_cli.data.figures import label
     from defocus_cli.defocus_map import estimate_dp_map
-    from defocus_cli.map_io import load_dp_pair
-    from defocus_cli.safe_io import atomic_write
+    from defocus_cli.io.maps import load_dp_pair
+    from defocus_cli.io.atomic import atomic_write
     from defocus_cli.weights import load_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -62,7 +62,7 @@ def main() -> None:
     rows = []
     for sid in scenes:
         left, right = load_dp_pair(DATA / "left" / f"{sid}.png", DATA / "right" / f"{sid}.png", black_level=1024)
-        gt = cv2.imread(str(DATA / "gt_defocus" / f"{sid}.png"), cv2.IMREAD_UNCHANGED).astype(np.float32)
+        gt = read_gray16(DATA / "gt_defocus" / f"{sid}.png")
         valid = gt > 0
         h, w = gt.shape
         size = (args.width, round(h * args.width / w))

@@ -53,7 +53,8 @@ def main() -> None:
     import cv2
 
     from defocus_cli.defocus_map import estimate_dp_map
-    from defocus_cli.map_io import load_dp_pair
+    from defocus_cli.io.maps import load_dp_pair
+    from defocus_cli.io.read import read_samples
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--method", default="classical", choices=["classical", "learned"])
@@ -81,7 +82,7 @@ def main() -> None:
     rows = []
     for sid in scenes:
         left, right = load_dp_pair(DATA / "left" / f"{sid}.png", DATA / "right" / f"{sid}.png", black_level=1024)
-        gt = cv2.imread(str(DATA / "gt_defocus" / f"{sid}.png"), cv2.IMREAD_UNCHANGED).astype(np.float32)
+        gt = read_samples(DATA / "gt_defocus" / f"{sid}.png", upright=False)[0][..., 0].astype(np.float32)
         lp, rp = left.pixels, right.pixels
         if args.scale != 1.0:
             size = (round(lp.shape[1] * args.scale), round(lp.shape[0] * args.scale))

@@ -10,7 +10,7 @@ Example::
 
 Everything here is a thin layer over :mod:`defocus_cli.weights` (model files), :mod:`defocus_cli.devices`
 (device and precision), :mod:`defocus_cli.runtime` (tiling, out-of-memory retry) and
-:mod:`defocus_cli.photo_io` (files). Importing this module does not import torch; the functions do.
+:mod:`defocus_cli.io.read` (files). Importing this module does not import torch; the functions do.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from defocus_cli.errors import UsageError
-from defocus_cli.photo_io import Photo, encode_photo, read_photo, write_photo
+from defocus_cli.io.read import Photo, read_photo
+from defocus_cli.io.write import encode_photo, write_photo
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

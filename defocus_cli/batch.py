@@ -31,7 +31,7 @@ Naming rules (cli.md):
 * ``--format same`` keeps each input's extension; ``jpg|png|tif|webp`` changes it.
 
 Folders are scanned for ``.jpg .jpeg .jpe .png .tif .tiff .webp .heic .heif .hif`` files, and camera RAW
-files when rawpy is installed (:mod:`defocus_cli.photo_formats`) (case-insensitive), in natural
+files when rawpy is installed (:mod:`defocus_cli.io.formats`) (case-insensitive), in natural
 order; hidden files and folders are skipped. When writing next to the inputs, files whose stem already ends
 with the suffix are taken as earlier outputs and skipped; an output folder inside a scanned folder is not
 scanned.
@@ -43,7 +43,6 @@ import errno
 import logging
 import os
 import queue
-import re
 import sys
 import threading
 import time
@@ -56,29 +55,26 @@ from typing import Any
 import numpy as np
 
 from defocus_cli.errors import DefocusError, DeviceError, OutputError, UsageError, WeightsError
-from defocus_cli.photo_io import (
-    DEFAULT_MAX_PIXELS,
-    EXTENSIONS,
-    IMAGE_EXTENSIONS,
-    Photo,
-    encode_photo,
-    format_from_path,
-    normalize_format,
-    read_photo,
-    atomic_write_bytes,  # noqa: F401 - kept importable from here
-)
-from defocus_cli.photo_formats import RAW_EXTENSIONS, RAW_HINT, default_output_format
-from defocus_cli.safe_io import (
+from defocus_cli.io.atomic import (
     Target,
     atomic_write,
     check_name_part,
     check_targets,
     describe_os_error,
     path_key,
-    read_head,
     regular_file_problem,
     remove_temporary_files,
 )
+from defocus_cli.io.formats import (
+    EXTENSIONS,
+    default_output_format,
+    format_from_path,
+    normalize_format,
+    scan_folder,
+    sniff_format,
+)
+from defocus_cli.io.read import DEFAULT_MAX_PIXELS, Photo, read_photo
+from defocus_cli.io.write import encode_photo
 
 log = logging.getLogger(__name__)
 
@@ -180,84 +176,6 @@ class BatchResult:
 
 
 # ------------------------------------------------------------------------------------------- planning
-
-
-def _natural_key(p: Path) -> list[Any]:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(p))]
-
-
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".") or name.lower() in {"thumbs.db", "desktop.ini"}
-
-
-def scan_folder(folder: Path, recursive: bool, exclude: Path | None = None) -> list[Path]:
-    """Image files in ``folder`` (natural order), descending when ``recursive``; hidden entries and the
-    ``exclude`` folder (an output folder inside the input) are skipped.
-
-    Each real folder is visited once (a link back to a folder already seen, e.g. ``ln -s . loop``, is
-    skipped), so link loops end. Entries with an image extension that are broken links, link loops, FIFOs or
-    devices are returned like files: reading them fails for that item alone ("not a regular file", "broken
-    symbolic link"), and the rest of the batch goes on.
-    """
-    found: list[Path] = []
-    excl = path_key(exclude) if exclude is not None else None
-    seen: set[tuple[int, int]] = set()
-
-    def walk(d: Path) -> None:
-        try:
-            st = os.stat(d)
-        except OSError as e:
-            log.warning("%s: cannot list folder (%s)", d, describe_os_error(e, d))
-            return
-        if (st.st_dev, st.st_ino) in seen:
-            log.info("%s: folder already scanned (a link back to it); not scanned again", d)
-            return
-        seen.add((st.st_dev, st.st_ino))
-        try:
-            with os.scandir(d) as it:
-                entries = sorted(it, key=lambda e: _natural_key(Path(e.name)))
-        except OSError as e:
-            log.warning("%s: cannot list folder (%s)", d, describe_os_error(e, d))
-            return
-        for e in entries:
-            if _is_hidden(e.name):
-                continue
-            p = Path(e.path)
-            try:
-                is_dir = e.is_dir(follow_symlinks=True)
-            except OSError:  # a link loop: not a folder we can enter
-                is_dir = False
-            if is_dir:
-                if recursive and (excl is None or path_key(p) != excl):
-                    walk(p)
-            elif p.suffix.lower() in IMAGE_EXTENSIONS:
-                found.append(p)
-            elif p.suffix.lower() in RAW_EXTENSIONS:
-                raw_skipped.append(p)
-
-    raw_skipped: list[Path] = []  # camera RAW files, when rawpy is not installed (IMAGE_EXTENSIONS lacks them)
-    walk(folder)
-    if raw_skipped:
-        log.warning("%s: %d camera RAW file(s) not taken (e.g. %s); to deblur them: %s", folder, len(raw_skipped),
-                    raw_skipped[0].name, RAW_HINT)
-    return found
-
-
-def sniff_format(path: Path) -> str | None:
-    """Format from the first bytes of a regular file (``jpeg``, ``png``, ``tiff``, ``webp``) or ``None``
-    (never blocks: a FIFO or device gives ``None``)."""
-    head = read_head(path, 16)
-    if head is None:
-        return None
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    return None
 
 
 def _key(p: Path) -> str:
@@ -436,7 +354,7 @@ def _check_mapping(items: list[Item], opts: BatchOptions) -> None:
                 "use --format, --suffix or separate runs"
             )
         seen[k] = it
-    # the rules every written file follows (safe_io): no folder or special file as target, no file on the way
+    # the rules every written file follows (io.atomic): no folder or special file as target, no file on the way
     # to it, legal name length; existence is handled below (refuse / overwrite / skip)
     check_targets([Target(it.output, "output") for it in items if it.output is not None and it.status == "pending"
                    and not (opts.existing == "skip" and os.path.exists(it.output))],
@@ -495,7 +413,7 @@ def run_batch(
     two decoded photos and two results at a time, the one in ``process`` included; the input pixels of a
     processed photo are dropped before it goes to the writer). Whatever the threads do, items are finished (status, log line, progress) in input order, and
     ``Item.seconds`` is the item's own reading + processing + writing time, waiting not counted. Outputs are
-    still written through :func:`defocus_cli.safe_io.atomic_write`; when the calling thread is interrupted
+    still written through :func:`defocus_cli.io.atomic.atomic_write`; when the calling thread is interrupted
     (Ctrl-C, SIGTERM) nothing more is written, and this returns once the writer has finished or undone the
     file it was writing (after at most :data:`INTERRUPT_JOIN_S`, its temporary file removed), so no temporary
     file stays behind.
@@ -540,8 +458,8 @@ def run_item(
     write_stdout: Callable[[bytes], None] | None = None,
 ) -> Item:
     """Read, process and write one planned item in the calling thread, exactly as :func:`run_batch` does:
-    :func:`~defocus_cli.photo_io.read_photo` → ``process(photo)`` → :func:`~defocus_cli.photo_io.encode_photo`
-    (bit depth, EXIF, ICC, alpha) → :func:`~defocus_cli.safe_io.atomic_write`. Logs nothing.
+    :func:`~defocus_cli.io.read.read_photo` → ``process(photo)`` → :func:`~defocus_cli.io.write.encode_photo`
+    (bit depth, EXIF, ICC, alpha) → :func:`~defocus_cli.io.atomic.atomic_write`. Logs nothing.
 
     Sets ``item.status`` (``"ok"``, or ``"error"`` with ``item.error``: a failure of this file), ``item.seconds``
     and ``item.extra`` (``notes``); an item that is not ``"pending"`` is left as it is. Used by the distributed

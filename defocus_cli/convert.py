@@ -30,8 +30,9 @@ from defocus_cli import registry
 from defocus_cli._version import __version__
 from defocus_cli.archs.table import ARCH_SPECS, Converter, convertible
 from defocus_cli.errors import InputError, OutputError, UsageError
-from defocus_cli.safe_io import Target, atomic_write, check_targets, is_regular_file
-from defocus_cli.weights import sha256_file, state_dict_mismatch
+from defocus_cli.io.atomic import Target, atomic_write, check_targets, is_regular_file
+from defocus_cli.fetch import sha256_file
+from defocus_cli.weights import state_dict_mismatch
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -187,7 +188,7 @@ def _build(arch: str) -> "torch.nn.Module":
 
 
 def write_safetensors_atomic(tensors: dict[str, "torch.Tensor"], dst: Path, metadata: dict[str, str]) -> None:
-    """Write ``tensors`` to ``dst`` atomically (:func:`defocus_cli.safe_io.atomic_write`: a short-named
+    """Write ``tensors`` to ``dst`` atomically (:func:`defocus_cli.io.atomic.atomic_write`: a short-named
     temporary file in the same folder, fsync, ``os.replace``; removed on any failure).
 
     Raises:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from defocus_cli.errors import UsageError, WeightsError
-from defocus_cli.safe_io import Target, check_targets
+from defocus_cli.io.atomic import Target, check_targets
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -315,7 +315,7 @@ def run_map(
         UsageError (exit 2: also for a target that is an input, exists without ``overwrite``, or whose folder
         is missing), InputError/OutputError (exit 1), WeightsError (exit 3), DeviceError (exit 4).
     """
-    from defocus_cli import map_io
+    from defocus_cli.io import maps as map_io
 
     t0 = time.perf_counter()
     if len(inputs) not in (1, 2):
@@ -367,7 +367,7 @@ def run_map(
             max_disparity=max_disparity, linear=bool(black_level),
         )
     else:
-        from defocus_cli.photo_io import read_photo
+        from defocus_cli.io.read import read_photo
 
         photo = read_photo(in_paths[0])
         img = photo.pixels

@@ -18,6 +18,7 @@ Policy (documented in cli.md terms):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import platform
@@ -33,6 +34,17 @@ log = logging.getLogger(__name__)
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+
+def autocast_context(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """Autocast to ``precision`` (``"bf16"``, ``"fp16"``) on ``device``; a no-op context for ``"fp32"``. The one
+    autocast helper: the inference runtime and the trainers (``--bf16``) both enter it."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda)(?::(\d+))?$")
 

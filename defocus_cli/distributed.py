@@ -12,7 +12,7 @@ ray nor torch; the functions do. Runner: ``examples/ray_deblur.py``.
    compute=ActorPoolStrategy(size=workers))`` runs them, with ``num_gpus`` per actor when the cluster has
    GPUs. Each :class:`DeblurWorker` loads the model once (:func:`defocus_cli.weights.load_model`) and passes
    each row to :func:`defocus_cli.batch.run_item`: ``read_photo`` → ``api.deblur_array`` → ``encode_photo``
-   (bit depth, EXIF, ICC, alpha) → ``safe_io.atomic_write``. Outputs are the bytes ``defocus deblur`` writes,
+   (bit depth, EXIF, ICC, alpha) → ``io.atomic.atomic_write``. Outputs are the bytes ``defocus deblur`` writes,
    written atomically; a file that fails becomes that item's error record and the others go on.
 3. The records go back into the plan's items (input order kept), as :func:`defocus_cli.batch.run_batch`
    leaves them, so ``json_document`` of ``cli/batch_output.py`` gives the ``--json`` document of the CLI.
@@ -36,7 +36,7 @@ import numpy as np
 
 from defocus_cli.batch import STDIO, BatchOptions, BatchResult, Item, log_item, plan_batch, run_item
 from defocus_cli.errors import DefocusError, DeviceError, InputError, UsageError, WeightsError
-from defocus_cli.safe_io import read_regular_file
+from defocus_cli.io.atomic import read_regular_file
 
 log = logging.getLogger(__name__)
 

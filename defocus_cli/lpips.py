@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from defocus_cli.errors import InputError, WeightsError
-from defocus_cli.weights import sha256_file
+from defocus_cli.fetch import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -70,12 +70,18 @@ def mse(pred: np.ndarray, target: np.ndarray) -> float:
     return float(np.mean(d * d))
 
 
-def psnr(pred: np.ndarray, target: np.ndarray) -> float:
-    """PSNR in dB of one image pair on the [0, 1] scale: ``10·log10(1/MSE)``; :data:`PSNR_CAP` if identical."""
-    m = mse(pred, target)
+def psnr_from_mse(m: float) -> float:
+    """PSNR in dB for a mean squared error ``m`` on the [0, 1] scale: ``10·log10(1/m)``, at most
+    :data:`PSNR_CAP` (also for ``m`` = 0). The one PSNR formula of the package (scores, training logs and
+    validation, benchmarks)."""
     if m <= 0.0:
         return PSNR_CAP
     return min(PSNR_CAP, 10.0 * math.log10(1.0 / m))
+
+
+def psnr(pred: np.ndarray, target: np.ndarray) -> float:
+    """PSNR in dB of one image pair on the [0, 1] scale: ``10·log10(1/MSE)``; :data:`PSNR_CAP` if identical."""
+    return psnr_from_mse(mse(pred, target))
 
 
 def mae(pred: np.ndarray, target: np.ndarray) -> float:

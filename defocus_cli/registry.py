@@ -2,7 +2,7 @@
 
 The entries live in ``defocus_cli/models.json`` (shipped as package data), written by
 ``tools/register_weights.py`` from the files in ``weights/``. Nothing else in the code knows where
-weights live: :mod:`defocus_cli.weights` resolves a :class:`ModelSpec` to a verified local file, and
+weights live: :mod:`defocus_cli.fetch` resolves a :class:`ModelSpec` to a verified local file, and
 :func:`build` instantiates its architecture lazily from the ``"module:Class"`` string.
 
 ``DEFOCUS_REGISTRY=/path/to/models.json`` replaces the shipped registry (a private mirror's own

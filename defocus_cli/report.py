@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from defocus_cli.errors import OutputError
-from defocus_cli.safe_io import atomic_write
+from defocus_cli.io.atomic import atomic_write
 from defocus_cli.scoring import ItemScore, ScoreResult, load_image
 
 log = logging.getLogger(__name__)
@@ -342,7 +342,7 @@ def render_compare(pairs: list[tuple[Path, Path]], *, title: str = "defocus debl
     """A before/after HTML page (images embedded) for ``(input, output)`` file pairs: per photo the input and
     the result side by side and zoomed crops of the windows that changed most. Only the first ``max_items``
     pairs get a section; a pair that cannot be read gets a one-line note instead."""
-    from defocus_cli.photo_io import read_photo
+    from defocus_cli.io.read import read_photo
 
     e = html.escape
     now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")

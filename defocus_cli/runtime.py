@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from defocus_cli.devices import autocast_context
 from defocus_cli.errors import DeviceError, UsageError
 from defocus_cli.tiling import best_tile_for_area, plan_tiles, round_up, run_tiled
 
@@ -287,14 +288,6 @@ def is_host_engine(module: Any) -> bool:
     ``(N, C_out, h, w)`` float32 CPU tensor with ``host_engine = True`` (its own runtime, e.g. OpenVINO): the
     runtime tiles for it but neither moves it nor wraps it in autocast."""
     return not isinstance(module, torch.nn.Module) and bool(getattr(module, "host_engine", False))
-
-
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    """Autocast for bf16/fp16 on ``device``; a no-op context for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def prepare_module(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:

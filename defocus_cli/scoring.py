@@ -38,11 +38,13 @@ import numpy as np
 from defocus_cli import metrics as M
 from defocus_cli._version import __version__
 from defocus_cli.errors import DefocusError, InputError, UsageError
-from defocus_cli.safe_io import atomic_write, is_regular_file
+from defocus_cli.io.atomic import atomic_write, is_regular_file
+from defocus_cli.io.formats import scan_folder
+from defocus_cli.io.read import read_photo
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".webp")
+_KINDS = "JPEG, PNG, TIFF, WebP, HEIC or camera RAW files"
 
 STRIP_SUFFIXES: tuple[str, ...] = (
     "sharp", "deblurred", "deblur", "restored", "result", "output", "out", "pred", "prediction",
@@ -106,20 +108,6 @@ def normalise_key(rel_stem: str) -> str:
     return f"{parent.lower()}/{s}" if parent else s
 
 
-def _scan(root: Path) -> list[Path]:
-    """Image names under ``root`` (links to folders are not followed, so link loops end). Entries that are
-    not folders are kept even when they are not regular files (FIFO, broken link): reading them fails for
-    that item alone with "not a regular file"."""
-    files = [
-        p
-        for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTS
-        and not p.is_dir()
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    ]
-    return sorted(files)
-
-
 def _rel_stem(p: Path, root: Path) -> str:
     return p.relative_to(root).with_suffix("").as_posix()
 
@@ -129,7 +117,9 @@ class _Index:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.files = _scan(root)
+        # every image below root (the one folder scanner: hidden entries skipped, link loops end; entries
+        # that are not regular files are kept and fail alone when read), in plain sorted order
+        self.files = sorted(scan_folder(root, recursive=True))
         self.exact: dict[str, list[Path]] = {}
         self.norm: dict[str, list[Path]] = {}
         for f in self.files:
@@ -174,10 +164,10 @@ def pair_paths(pred: Path | str, gt: Path | str, input: Path | str | None = None
 
     gidx = _Index(gt)
     if not gidx.files:
-        raise UsageError(f"no images ({', '.join(IMAGE_EXTS)}) found in GT folder {gt}")
+        raise UsageError(f"no images ({_KINDS}) found in GT folder {gt}")
     pidx = _Index(pred)
     if not pidx.files:
-        raise UsageError(f"no images ({', '.join(IMAGE_EXTS)}) found in PRED folder {pred}")
+        raise UsageError(f"no images ({_KINDS}) found in PRED folder {pred}")
     iidx = _Index(inp) if inp is not None else None
 
     claims: dict[Path, list[Path]] = {}
@@ -232,37 +222,9 @@ class Loaded:
 
 
 def _read_raw(path: Path) -> tuple[np.ndarray, int]:
-    """Read an image as float32 H×W×3 RGB on [0, 1] and its stored bit depth (8 or 16)."""
-    try:
-        from defocus_cli.photo_io import read_photo  # engineer A's reader (EXIF-upright, 8/16-bit)
-    except ImportError:
-        read_photo = None  # type: ignore[assignment]
-    if read_photo is not None:
-        photo = read_photo(path)
-        return np.asarray(photo.pixels, dtype=np.float32), int(photo.bit_depth)
-    return _read_cv2(path)
-
-
-def _read_cv2(path: Path) -> tuple[np.ndarray, int]:
-    import cv2
-
-    data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
-        raise InputError(f"cannot read {path}: not an image OpenCV can decode")
-    if img.dtype == np.uint8:
-        bits, scale = 8, 255.0
-    elif img.dtype == np.uint16:
-        bits, scale = 16, 65535.0
-    else:
-        raise InputError(f"cannot score {path}: expected an 8- or 16-bit image, found {img.dtype}")
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    elif img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    else:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return img.astype(np.float32) / np.float32(scale), bits
+    """Read an image as float32 H×W×3 RGB on [0, 1] (EXIF-upright) and its stored bit depth (8 or 16)."""
+    photo = read_photo(path)
+    return photo.pixels, int(photo.bit_depth)
 
 
 def apply_protocol(pixels: np.ndarray, bit_depth: int, protocol: str) -> np.ndarray:
@@ -549,8 +511,8 @@ def write_csv(result: ScoreResult, path: Path | str) -> None:
     """One row per item: ``name,pred,gt,[input,]height,width,bit_depth,<metrics>,[input_*,gain_*,]status,error,
     protocol,version`` (the protocol and version repeat on each row so the file stays tidy).
 
-    Written atomically (:func:`defocus_cli.safe_io.atomic_write`); check the target first with
-    :func:`defocus_cli.safe_io.check_targets`.
+    Written atomically (:func:`defocus_cli.io.atomic.atomic_write`); check the target first with
+    :func:`defocus_cli.io.atomic.check_targets`.
 
     Raises:
         OutputError: the file cannot be written.

@@ -19,7 +19,7 @@ from defocus_cli.batch import (
 )
 from defocus_cli.cli.batch_output import batch_exit_code, finish, json_document, summary_line
 from defocus_cli.errors import DeviceError, UsageError
-from defocus_cli.photo_io import Photo
+from defocus_cli.io.read import Photo
 
 
 def _img(path: Path, h: int = 6, w: int = 8, seed: int = 0) -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from defocus_cli import registry, weights
+from defocus_cli import fetch, registry
 from defocus_cli.cli import app
 from hubserver import FakeHub, HubEnv, tiny_weight_bytes
 
@@ -119,7 +119,7 @@ def test_download_all_then_verify(hubenv: HubEnv) -> None:
 
 def test_verify_catches_a_corrupted_cached_byte(hubenv: HubEnv) -> None:
     assert invoke("download").exit_code == 0
-    blob = weights.cached_file(registry.get_spec("beta")).resolve()
+    blob = fetch.cached_file(registry.get_spec("beta")).resolve()
     raw = bytearray(blob.read_bytes())
     raw[-1] ^= 0x01
     blob.write_bytes(bytes(raw))
@@ -145,8 +145,8 @@ def test_download_fault_exit_3_nothing_usable_left(hubenv: HubEnv, fault: str) -
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "'alpha'" in errors[0]
     assert "Traceback" not in r.output
-    assert weights.cached_file(registry.get_spec("alpha")) is None
-    assert weights.cached_file(registry.get_spec("beta")) is not None  # the other model still came
+    assert fetch.cached_file(registry.get_spec("alpha")) is None
+    assert fetch.cached_file(registry.get_spec("beta")) is not None  # the other model still came
     assert invoke("verify", "alpha").exit_code == 3
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import SHARED, needs_shared
+from defocus_cli.archs._dpkernels import kernel_size
 from defocus_cli.data import (
     PairedFolder,
     PatchCache,
@@ -21,7 +22,6 @@ from defocus_cli.data import (
     photo_split,
     synthesize,
 )
-from defocus_cli.data.kernels import kernel_size
 from defocus_cli.data.synth import layered_dp_blur, margin_for
 from defocus_cli.errors import InputError
 

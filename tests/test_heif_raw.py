@@ -20,9 +20,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from defocus_cli import batch, photo_formats
 from defocus_cli.cli import app
-from defocus_cli.photo_formats import detect
+from defocus_cli.io import formats, heif_raw
+from defocus_cli.io.formats import detect
 
 try:
     import pillow_heif
@@ -135,8 +135,8 @@ def test_detection_from_bytes_and_extension() -> None:
     assert detect(b"II*\x00" + bytes(12), Path("x.NEF")) == "raw" and detect(b"II*\x00" + bytes(12), None) is None
     assert detect(b"\xff\xd8\xff\xe0" + bytes(12), Path("a.jpg")) is None
     assert detect(b"\x00\x00\x00\x18ftypavif" + bytes(12), None) is None  # AVIF: not ours
-    assert photo_formats.default_output_format(Path("a.CR3")) == "tiff"
-    assert photo_formats.default_output_format(Path("a.jpg")) is None
+    assert formats.default_output_format(Path("a.CR3")) == "tiff"
+    assert formats.default_output_format(Path("a.jpg")) is None
 
 
 def test_missing_rawpy_is_one_line_naming_the_extra(tmp_path: Path, use_engine,  # noqa: ANN001
@@ -155,11 +155,11 @@ def test_missing_rawpy_is_one_line_naming_the_extra(tmp_path: Path, use_engine, 
 
 def test_folder_scan_skips_raw_with_a_warning_without_rawpy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                             caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(batch, "IMAGE_EXTENSIONS", frozenset({".jpg", ".png"}))
+    monkeypatch.setattr(formats, "IMAGE_EXTENSIONS", frozenset({".jpg", ".png"}))
     (tmp_path / "IMG_1.CR2").write_bytes(b"II*\x00")
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "IMG_1.jpg")
     with caplog.at_level("WARNING", logger="defocus_cli"):
-        found = batch.scan_folder(tmp_path, recursive=False)
+        found = formats.scan_folder(tmp_path, recursive=False)
     assert [p.name for p in found] == ["IMG_1.jpg"]
     assert "1 camera RAW file(s) not taken" in caplog.text and "defocus-cli[raw]" in caplog.text
 
@@ -167,7 +167,7 @@ def test_folder_scan_skips_raw_with_a_warning_without_rawpy(tmp_path: Path, monk
 def test_missing_pillow_heif_is_one_line_naming_the_extra(tmp_path: Path, use_engine,  # noqa: ANN001
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     use_engine("identity")
-    monkeypatch.setattr(photo_formats, "_heif_module", lambda: None)
+    monkeypatch.setattr(heif_raw, "_heif_module", lambda: None)
     (tmp_path / "a.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))
     r = run(str(tmp_path / "a.heic"), "--json")
     assert r.exit_code == 1
@@ -191,7 +191,7 @@ def test_heic_deblurs_to_heic_with_exif_and_icc(tmp_path: Path, use_engine) -> N
     r = run(str(src))
     assert r.exit_code == 0, r.stderr
     out = tmp_path / "IMG_0001_sharp.heic"
-    assert photo_formats.heif_writable() and out.is_file()
+    assert heif_raw.heif_writable() and out.is_file()
     img = Image.open(out)
     assert img.format == "HEIF" and img.size == (60, 40)
     ex = piexif.load(img.info["exif"])
@@ -206,7 +206,7 @@ def test_heic_deblurs_to_heic_with_exif_and_icc(tmp_path: Path, use_engine) -> N
 def test_heic_without_encoder_goes_to_jpeg_with_metadata(tmp_path: Path, use_engine,  # noqa: ANN001
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     use_engine("identity")
-    monkeypatch.setattr(photo_formats, "heif_writable", lambda: False)
+    monkeypatch.setattr(heif_raw, "heif_writable", lambda: False)
     src = tmp_path / "a.heic"
     make_heic(src)
     r = run(str(src), "-o", str(tmp_path / "out") + "/")
@@ -281,7 +281,7 @@ def test_raw_in_folders_and_bad_raw_fails_alone(tmp_path: Path, use_engine) -> N
 @needs_raw
 def test_raw_pixel_limit_is_checked_before_demosaic(tmp_path: Path) -> None:
     from defocus_cli.errors import InputError
-    from defocus_cli.photo_io import read_photo
+    from defocus_cli.io.read import read_photo
 
     with pytest.raises(InputError, match="above the limit"):
         read_photo(make_dng(32, 48), max_pixels=1000)

@@ -165,8 +165,9 @@ def test_defocus_map_command_uses_trained_scale(tmp_path: Path, ifan_state: dict
     import cv2
     import numpy as np
 
-    from defocus_cli import map_io, weights
+    from defocus_cli import weights
     from defocus_cli.defocus_map import run_map
+    from defocus_cli.io import maps
 
     w = _ifan_file(tmp_path / "ours.safetensors", ifan_state, source="trained", dme_to_coc="-16.0")
     rng = np.random.default_rng(0)
@@ -174,7 +175,7 @@ def test_defocus_map_command_uses_trained_scale(tmp_path: Path, ifan_state: dict
     cv2.imwrite(str(tmp_path / "i.png"), img)
     run_map([tmp_path / "i.png"], tmp_path / "m.npy", weights_file=w, signed=True, device="cpu", precision="fp32",
             tile=0)
-    got = map_io.read_map(tmp_path / "m.npy")
+    got = maps.read_map(tmp_path / "m.npy")
     m = weights.load_model(weights_file=w).module
     x = torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))).float().div(255)[None]
     with torch.inference_mode():

@@ -11,7 +11,7 @@ import torch
 
 from defocus_cli import lpips as L
 from defocus_cli.errors import InputError, WeightsError
-from defocus_cli.weights import sha256_file
+from defocus_cli.fetch import sha256_file
 
 DATA = Path(__file__).parent / "data" / "lpips"
 # Reference distances published with the LPIPS example images (lpips package, net='alex', version 0.1).

@@ -14,11 +14,12 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from defocus_cli import map_io, weights
+from defocus_cli import weights
 from defocus_cli.archs._dpkernels import dp_kernels
 from defocus_cli.cli import app
 from defocus_cli.defocus_map import estimate_dp_map, estimate_single_map, prepare_linear_dp, run_map
 from defocus_cli.errors import UsageError
+from defocus_cli.io import maps
 from defocus_cli.map_classical import detect_baseline, disparity_to_radius, dp_disparity, dp_radius_map
 
 
@@ -47,8 +48,8 @@ def test_map_formats_round_trip(tmp_path: Path, fmt: str, ext: str) -> None:
     rng = np.random.default_rng(1)
     radius = (rng.random((17, 23)).astype(np.float32) - 0.5) * 40  # signed, |r| <= 20
     signed = fmt != "png16"
-    p = map_io.write_map(tmp_path / f"m{ext}", radius, map_io.map_format(tmp_path / f"m{ext}", None), signed=signed)
-    back = map_io.read_map(p)
+    p = maps.write_map(tmp_path / f"m{ext}", radius, maps.map_format(tmp_path / f"m{ext}", None), signed=signed)
+    back = maps.read_map(p)
     assert back.shape == radius.shape and back.dtype == np.float32
     if fmt == "png16":
         raw = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
@@ -61,19 +62,19 @@ def test_map_formats_round_trip(tmp_path: Path, fmt: str, ext: str) -> None:
 
 def test_unsigned_npy_drops_sign_and_png16_refuses_sign(tmp_path: Path) -> None:
     r = np.array([[-2.0, 3.0]], np.float32)
-    back = map_io.read_map(map_io.write_map(tmp_path / "u.npy", r, "npy", signed=False))
+    back = maps.read_map(maps.write_map(tmp_path / "u.npy", r, "npy", signed=False))
     np.testing.assert_array_equal(back, [[2.0, 3.0]])
     with pytest.raises(UsageError):
-        map_io.encode_map(r, "png16", signed=True)
+        maps.encode_map(r, "png16", signed=True)
     with pytest.raises(UsageError):
-        map_io.map_format(tmp_path / "m.jpg", None)
-    assert map_io.map_format(tmp_path / "m.bin", "tiff") == "tif"
+        maps.map_format(tmp_path / "m.jpg", None)
+    assert maps.map_format(tmp_path / "m.bin", "tiff") == "tif"
 
 
 def test_preview_is_8bit_color_png(tmp_path: Path) -> None:
     r = np.linspace(-5, 5, 64, dtype=np.float32).reshape(8, 8)
     for signed in (False, True):
-        p = map_io.write_preview(tmp_path / f"p{signed}.png", r, signed=signed)
+        p = maps.write_preview(tmp_path / f"p{signed}.png", r, signed=signed)
         img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
         assert img.dtype == np.uint8 and img.shape == (8, 8, 3)
         assert len(np.unique(img.reshape(-1, 3), axis=0)) > 4
@@ -90,7 +91,7 @@ def test_dp_views_keep_stored_orientation_and_black_level(tmp_path: Path) -> Non
     exif[0x0112] = 6  # "rotate 90° CW to display": must be ignored for DP views
     img.save(tmp_path / "l.png", exif=exif.tobytes())
     img.save(tmp_path / "r.png")
-    left, right = map_io.load_dp_pair(tmp_path / "l.png", tmp_path / "r.png", black_level=1000)
+    left, right = maps.load_dp_pair(tmp_path / "l.png", tmp_path / "r.png", black_level=1000)
     assert left.pixels.shape == (6, 10, 1) and left.bit_depth == 16
     assert left.pixels[0, 0, 0] == pytest.approx(1.0) and left.pixels[5, 9, 0] == 0.0
 
@@ -261,7 +262,7 @@ def test_learned_single_image_uses_engine_defocus_map(tmp_path: Path, monkeypatc
     cv2.imwrite(str(tmp_path / "i.png"), img)
     run_map([tmp_path / "i.png"], tmp_path / "m.tif", model_name="ifan", device="cpu")
     assert calls[0]["task"] == "deblur"
-    np.testing.assert_allclose(map_io.read_map(tmp_path / "m.tif"), 4.0, atol=1e-5)
+    np.testing.assert_allclose(maps.read_map(tmp_path / "m.tif"), 4.0, atol=1e-5)
     with pytest.raises(UsageError):
         estimate_single_map(np.zeros((4, 4, 3), np.float32), _NoMapDeblur())
 

@@ -88,7 +88,7 @@ def test_explicit_requests_are_refused_with_one_line() -> None:
 
 
 def test_shipped_registry_row_pins_the_ir_of_the_shipped_weights() -> None:
-    from defocus_cli.weights import sha256_file
+    from defocus_cli.fetch import sha256_file
 
     spec = registry.get_spec("sftnet")
     row = spec.openvino
@@ -114,7 +114,7 @@ def loaded() -> Any:
 
 @pytest.fixture(scope="module")
 def photo() -> np.ndarray:
-    from defocus_cli.photo_io import read_photo
+    from defocus_cli.io.read import read_photo
 
     return read_photo(ROOT / "examples" / "coffee_blurry.jpg").pixels
 
@@ -223,7 +223,7 @@ def test_ir_exported_from_other_weights_is_refused(loaded: Any, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from defocus_cli import api
     from defocus_cli.backends import openvino as ovb
-    from defocus_cli.weights import sha256_file
+    from defocus_cli.fetch import sha256_file
 
     spec = loaded.spec
     # 1. the registry row names other weights: explicit openvino fails with the regeneration command, auto uses torch

@@ -24,9 +24,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import smooth_rgb
-from defocus_cli import safe_io
 from defocus_cli.cli import app
 from defocus_cli.errors import OutputError
+from defocus_cli.io import atomic
 
 TESTS = Path(__file__).resolve().parent
 
@@ -178,7 +178,7 @@ def test_disk_full_leaves_the_old_report(tmp_path: Path, monkeypatch: pytest.Mon
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(safe_io.os, "fsync", full)
+    monkeypatch.setattr(atomic.os, "fsync", full)
     r = CliRunner().invoke(app, ["score", str(p), str(g), "-m", "psnr", "--report", str(report), "--overwrite"])
     assert r.exit_code == 1, r.stderr
     assert "no space left" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -195,24 +195,24 @@ def test_atomic_write_failure_keeps_target_and_removes_temp(tmp_path: Path, monk
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with pytest.raises(OutputError, match="no space left"):
-        safe_io.atomic_write(target, boom)
+        atomic.atomic_write(target, boom)
     assert target.read_bytes() == b"old"
     assert [q.name for q in tmp_path.iterdir()] == ["x.bin"]
-    assert not safe_io._live_temps
+    assert not atomic._live_temps
 
 
 def test_temporary_names_are_short(tmp_path: Path) -> None:
     name = "é" * 127 + ".p"  # 256 bytes would be illegal; 254 is legal and its temp name must be too
-    t = safe_io.temp_path_for(tmp_path / name)
+    t = atomic.temp_path_for(tmp_path / name)
     assert t.parent == tmp_path and len(os.fsencode(t.name)) <= 21
 
 
 def test_remove_temporary_files_cleans_live_temps(tmp_path: Path) -> None:
-    t = safe_io.temp_path_for(tmp_path / "a.png")
+    t = atomic.temp_path_for(tmp_path / "a.png")
     t.write_bytes(b"x")
-    safe_io._live_temps.add(str(t))
-    assert safe_io.remove_temporary_files() == 1
-    assert not t.exists() and not safe_io._live_temps
+    atomic._live_temps.add(str(t))
+    assert atomic.remove_temporary_files() == 1
+    assert not t.exists() and not atomic._live_temps
 
 
 @pytest.mark.parametrize("value", ["/x", "a/b", "..", "_..", "a\x00b"] + (["a\\b"] if os.sep == "\\" else []))
@@ -220,9 +220,9 @@ def test_name_parts_with_separators_are_refused(value: str) -> None:
     from defocus_cli.errors import UsageError
 
     with pytest.raises(UsageError, match="--suffix"):
-        safe_io.check_name_part(value, "--suffix")
+        atomic.check_name_part(value, "--suffix")
 
 
 def test_plain_name_parts_pass() -> None:
     for value in ("_sharp", "", "-v2", ".final", "写真"):
-        safe_io.check_name_part(value, "--suffix")
+        atomic.check_name_part(value, "--suffix")

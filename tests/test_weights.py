@@ -1,4 +1,4 @@
-"""Weights delivery (defocus_cli.weights + registry) against a loopback fake Hub: resolution order,
+"""Weights delivery (defocus_cli.fetch, defocus_cli.weights + registry) against a loopback fake Hub: resolution order,
 pinned revisions, sha256 integrity, offline use, faults, and load_model."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from defocus_cli import registry, weights
+from defocus_cli import fetch, registry, weights
 from defocus_cli.archs import table
 from defocus_cli.errors import UsageError, WeightsError
 from hubserver import HubEnv, tiny_weight_bytes
@@ -77,7 +77,7 @@ def hubenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 def test_download_pins_revision_and_verifies(hubenv: HubEnv) -> None:
     spec = registry.get_spec("alpha")
-    got = weights.download(spec)
+    got = fetch.download(spec)
     assert got.source == "hub"
     assert got.sha256 == spec.sha256
     assert got.path.read_bytes() == hubenv.data["alpha"]
@@ -88,10 +88,10 @@ def test_download_pins_revision_and_verifies(hubenv: HubEnv) -> None:
 
 def test_cache_hit_needs_no_server(hubenv: HubEnv) -> None:
     spec = registry.get_spec("alpha")
-    weights.download(spec)
+    fetch.download(spec)
     n = len(hubenv.hub.requests)
     hubenv.stop()
-    got = weights.resolve(spec)
+    got = fetch.resolve(spec)
     assert got.source == "hf-cache"
     assert got.sha256 == spec.sha256
     assert len(hubenv.hub.requests) == n
@@ -99,12 +99,12 @@ def test_cache_hit_needs_no_server(hubenv: HubEnv) -> None:
 
 def test_offline_uses_cache_and_fails_cleanly_without_it(hubenv: HubEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     alpha, beta = registry.get_spec("alpha"), registry.get_spec("beta")
-    weights.download(alpha)
+    fetch.download(alpha)
     n = len(hubenv.hub.requests)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert weights.resolve(alpha).source == "hf-cache"
+    assert fetch.resolve(alpha).source == "hf-cache"
     with pytest.raises(WeightsError, match="defocus models download beta"):
-        weights.resolve(beta)
+        fetch.resolve(beta)
     assert len(hubenv.hub.requests) == n  # offline: no HTTP at all
 
 
@@ -114,14 +114,14 @@ def test_faults_raise_weights_error_and_leave_nothing(hubenv: HubEnv, fault: str
     hubenv.hub.fault(fault)
     t0 = time.monotonic()
     with pytest.raises(WeightsError) as info:
-        weights.download(spec)
+        fetch.download(spec)
     assert time.monotonic() - t0 < 10, "a failing Hub must fail fast"
     assert "\n" not in str(info.value)
-    assert weights.cached_file(spec) is None
+    assert fetch.cached_file(spec) is None
     assert hubenv.blobs() == []
     assert not list(hubenv.cache.rglob("*.incomplete"))
     hubenv.hub.fault(None)  # the fault is gone: the next call works
-    assert weights.download(spec).sha256 == spec.sha256
+    assert fetch.download(spec).sha256 == spec.sha256
 
 
 @pytest.mark.slow
@@ -129,43 +129,43 @@ def test_dropped_connection_is_retried_then_fails(hubenv: HubEnv) -> None:
     spec = registry.get_spec("alpha")
     hubenv.hub.fault("dropped")
     with pytest.raises(WeightsError):
-        weights.download(spec)
-    assert weights.cached_file(spec) is None and hubenv.blobs() == []
+        fetch.download(spec)
+    assert fetch.cached_file(spec) is None and hubenv.blobs() == []
 
 
 def test_hub_serving_a_different_file_is_refused_before_download(hubenv: HubEnv) -> None:
     spec = registry.get_spec("alpha")
     hubenv.hub.add(spec.repo_id, spec.revision, spec.filename, tiny_weight_bytes("ifan", seed=99))
     with pytest.raises(WeightsError, match="different file"):
-        weights.download(spec)
+        fetch.download(spec)
     assert not any(m == "GET" and "resolve" in p for m, p, _ in hubenv.hub.requests)
 
 
 def test_corrupt_cache_is_deleted_and_fetched_again(hubenv: HubEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = registry.get_spec("alpha")
-    path = weights.download(spec).path
+    path = fetch.download(spec).path
     blob = path.resolve()
     raw = bytearray(blob.read_bytes())
     raw[len(raw) // 2] ^= 1
     blob.write_bytes(bytes(raw))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(WeightsError, match="corrupt"):
-        weights.resolve(spec)
+        fetch.resolve(spec)
     assert not blob.exists() and not path.exists()  # never used again
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    again = weights.resolve(spec)
+    again = fetch.resolve(spec)
     assert again.source == "hub" and again.sha256 == spec.sha256
 
 
 def test_verify_reports_each_copy(hubenv: HubEnv) -> None:
     spec = registry.get_spec("alpha")
-    assert weights.verify(spec) == []
-    path = weights.download(spec).path
-    assert weights.verify(spec) == [("hf-cache", path, None)]
+    assert fetch.verify(spec) == []
+    path = fetch.download(spec).path
+    assert fetch.verify(spec) == [("hf-cache", path, None)]
     path.resolve().write_bytes(hubenv.data["beta"])
-    [(source, _, err)] = weights.verify(spec)
+    [(source, _, err)] = fetch.verify(spec)
     assert source == "hf-cache" and err is not None and "corrupt" in err
-    assert weights.cached_file(spec) is None
+    assert fetch.cached_file(spec) is None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -176,12 +176,12 @@ def test_weights_dir_comes_first_and_is_never_deleted(hubenv: HubEnv) -> None:
     spec = registry.get_spec("alpha")
     own = Path(hubenv.env["DEFOCUS_WEIGHTS_DIR"]) / spec.filename
     own.write_bytes(hubenv.data["alpha"])
-    got = weights.resolve(spec)
+    got = fetch.resolve(spec)
     assert (got.source, got.path) == ("weights-dir", own)
     assert not [p for _, p, _ in hubenv.hub.requests if "resolve" in p]  # no Hub traffic
     own.write_bytes(hubenv.data["beta"])  # someone replaced it without re-registering
     with pytest.raises(WeightsError, match="refusing"):
-        weights.resolve(spec)
+        fetch.resolve(spec)
     assert own.read_bytes() == hubenv.data["beta"]  # refused, not deleted
 
 
@@ -189,19 +189,19 @@ def test_git_lfs_pointer_in_weights_dir_is_skipped(hubenv: HubEnv) -> None:
     spec = registry.get_spec("alpha")
     own = Path(hubenv.env["DEFOCUS_WEIGHTS_DIR"]) / spec.filename
     own.write_text(f"version https://git-lfs.github.com/spec/v1\noid sha256:{spec.sha256}\nsize {spec.size}\n")
-    got = weights.resolve(spec)
+    got = fetch.resolve(spec)
     assert got.source == "hub" and got.sha256 == spec.sha256
 
 
 def test_clone_and_installed_weights_dirs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DEFOCUS_WEIGHTS_DIR", raising=False)
-    dirs = weights.weights_dirs()
+    dirs = fetch.weights_dirs()
     assert dirs[0] == ROOT / "weights"
-    assert Path(sys.prefix) / weights.INSTALLED_WEIGHTS_SUBDIR in dirs
+    assert Path(sys.prefix) / fetch.INSTALLED_WEIGHTS_SUBDIR in dirs
     import tomllib
 
     data_files = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
-    assert "weights/*.safetensors" in data_files[weights.INSTALLED_WEIGHTS_SUBDIR]
+    assert "weights/*.safetensors" in data_files[fetch.INSTALLED_WEIGHTS_SUBDIR]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -214,7 +214,7 @@ def test_load_registered_model(hubenv: HubEnv, tmp_path: Path, monkeypatch: pyte
     _sync(hubenv, monkeypatch)
     m = weights.load_model("tinynet")
     assert (m.name, m.arch, m.sha256) == ("tinynet", "tiny", registry.get_spec("tinynet").sha256)
-    assert m.spec == registry.get_spec("tinynet") and m.path == weights.cached_file(m.spec)
+    assert m.spec == registry.get_spec("tinynet") and m.path == fetch.cached_file(m.spec)
     assert not m.module.training
     assert all(p.dtype == torch.float32 for p in m.module.parameters())
     g = torch.Generator().manual_seed(3)
@@ -241,7 +241,7 @@ def test_load_users_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     _tiny_file(f, seed=5)
     m = weights.load_model(weights_file=f)
     assert (m.name, m.arch, m.spec, m.path) == ("mine", "tiny", None, f)
-    assert m.sha256 == weights.sha256_file(f)
+    assert m.sha256 == fetch.sha256_file(f)
     with pytest.raises(UsageError, match="not a map model"):
         weights.load_model(weights_file=f, task="map")
 
@@ -347,7 +347,7 @@ def test_register_weights_tool(tmp_path: Path) -> None:
     doc = json.loads(reg.read_text())
     [entry] = doc["models"]
     spec = registry.spec_from_dict(entry)
-    assert spec.sha256 == weights.sha256_file(wdir / "ifan.safetensors")
+    assert spec.sha256 == fetch.sha256_file(wdir / "ifan.safetensors")
     assert spec.size == (wdir / "ifan.safetensors").stat().st_size
     assert (spec.task, spec.arch_key, spec.card, doc["defaults"]) == ("deblur", "ifan", "ifan.md", {"deblur": "ifan"})
     # deterministic: same bytes → same revision, --check passes; new bytes → new revision, --check fails
@@ -378,5 +378,5 @@ def test_wheel_ships_weights_as_data_files(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     [whl] = (tmp_path / "dist").glob("*.whl")
     names = zipfile.ZipFile(whl).namelist()
-    assert any(n.endswith(f".data/data/{weights.INSTALLED_WEIGHTS_SUBDIR}/probe.safetensors") for n in names)
+    assert any(n.endswith(f".data/data/{fetch.INSTALLED_WEIGHTS_SUBDIR}/probe.safetensors") for n in names)
     assert "defocus_cli/models.json" in names

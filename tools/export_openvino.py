@@ -55,7 +55,7 @@ def calibration_crops(pattern: str = CALIB_GLOB, crop: int = CALIB_CROP) -> list
     """``(1, 3, crop, crop)`` float32 arrays, RGB in [0, 1]: a 2×3 grid of crops of every photo, sorted by name."""
     import numpy as np
 
-    from defocus_cli.photo_io import read_photo
+    from defocus_cli.io.read import read_photo
 
     out = []
     for path in sorted(ROOT.glob(pattern)):
@@ -97,7 +97,7 @@ def gate(loaded: Any, models: dict[str, Any], data: Path, tile: int) -> dict[str
     from defocus_cli.api import deblur_array
     from defocus_cli.backends.openvino import HINTS, OpenVINOEngine
     from defocus_cli.metrics import psnr
-    from defocus_cli.photo_io import read_photo
+    from defocus_cli.io.read import read_photo
 
     inputs = sorted((data / "input").glob("*.png"))
     if not inputs:

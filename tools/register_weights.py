@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from defocus_cli import registry  # noqa: E402
-from defocus_cli.weights import read_metadata, sha256_file  # noqa: E402
+from defocus_cli.fetch import sha256_file  # noqa: E402
+from defocus_cli.weights import read_metadata  # noqa: E402
 
 DEFAULT_ORG = "defocus-cli"
 DEFAULT_LICENSE = "MIT"

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
         from PIL import Image
 
-        from defocus_cli.safe_io import atomic_write
+        from defocus_cli.io.atomic import atomic_write
 
         with Image.open(raw) as im:
             small = im.convert("RGB").quantize(a.colors, method=Image.Quantize.FASTOCTREE,

@@ -1,14 +1,22 @@
 """Dual-pixel (DP) defocus blur kernels after Abuolaim et al. (ICCV 2021, "Learning to reduce defocus blur by
 realistically modeling dual-pixel data"), written from the model's description (Butterworth-shaped disc,
-Gaussian smoothing, linear L/R ramp). Pure numpy; shared by the map network's kernel bank and the synthetic
-DP data generator.
+Gaussian smoothing, linear L/R ramp). Pure numpy; the one definition of the package: the map network's
+kernel bank (:mod:`defocus_cli.archs.defocusgan_map`), the synthetic DP data generator
+(:mod:`defocus_cli.data.synth`, which draws one parameter set of the paper's grid below per scene) and the
+classical map's disparity → CoC conversion (:mod:`defocus_cli.map_classical`) all use it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["dp_kernels", "kernel_size"]
+__all__ = ["dp_kernels", "kernel_size", "ORDERS", "CUTOFF_FACTORS", "BETAS", "SMOOTH"]
+
+#: The paper's parameter grid: Butterworth order, cut-off factor, β; and the smoothing strength.
+ORDERS = (3, 6, 9)
+CUTOFF_FACTORS = (2.5, 2.0)
+BETAS = (0.1, 0.2)
+SMOOTH = 7.0
 
 
 def _smoothing_window(k: int, smooth: float) -> int:

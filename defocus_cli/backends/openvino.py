@@ -102,7 +102,7 @@ class OpenVINOEngine:
 
 
 def _find(filename: str) -> Path | None:
-    from defocus_cli.weights import weights_dirs
+    from defocus_cli.fetch import weights_dirs
 
     for d in weights_dirs():
         p = d / filename
@@ -112,7 +112,7 @@ def _find(filename: str) -> Path | None:
 
 
 def _check_pin(path: Path, expected: str, model: str) -> None:
-    from defocus_cli.weights import sha256_file
+    from defocus_cli.fetch import sha256_file
 
     digest = sha256_file(path)
     if digest != expected:

@@ -76,7 +76,7 @@ def route_third_party_warnings(verbose: bool = False) -> None:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    from defocus_cli.safe_io import remove_temporary_files
+    from defocus_cli.io.atomic import remove_temporary_files
 
     remove_temporary_files()
     raise Terminated()
@@ -114,7 +114,7 @@ def report_error(e: BaseException, verbose: bool = False) -> int:
     if isinstance(e, BrokenPipeError):
         _quiet_stdout()
     elif isinstance(e, KeyboardInterrupt):
-        from defocus_cli.safe_io import remove_temporary_files
+        from defocus_cli.io.atomic import remove_temporary_files
 
         remove_temporary_files()
     elif verbose and not isinstance(e, Terminated):
@@ -252,7 +252,7 @@ PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto, fp32, fp16
 TileOpt = Annotated[
     str, typer.Option("--tile", help="auto (largest that fits memory), 0 (whole image) or a size in pixels.")
 ]
-DEFAULT_MAX_PIXELS = 200_000_000  # keep equal to defocus_cli.photo_io.DEFAULT_MAX_PIXELS (no numpy import here)
+DEFAULT_MAX_PIXELS = 200_000_000  # keep equal to defocus_cli.io.read.DEFAULT_MAX_PIXELS (no numpy import here)
 
 
 def refuse_json_with_stdout(json_out: bool, output: Optional[str]) -> None:

@@ -122,7 +122,7 @@ def deblur(
     if report is not None:
         from pathlib import Path
 
-        from defocus_cli.safe_io import Target, check_targets
+        from defocus_cli.io.atomic import Target, check_targets
 
         check_targets([Target(Path(report), "--report")],
                       [*(i for i in inputs if i != "-"), *(it.input for it in items if it.input is not None),

@@ -138,7 +138,7 @@ def deconv(
         raise UsageError("--map FILE fits one input; for several inputs give a folder of maps named like them")
 
     from defocus_cli.deconv import deconvolve
-    from defocus_cli.map_io import read_map
+    from defocus_cli.io.maps import read_map
 
     def process(photo: Any) -> Any:
         defocus = None

@@ -63,7 +63,7 @@ def _error_line(e: BaseException) -> str:
 
 def _os_error_line(e: BaseException) -> str:
     """An OS error not caught deeper down (e.g. a name too long for the file system): its file and the reason."""
-    from defocus_cli.safe_io import describe_os_error
+    from defocus_cli.io.atomic import describe_os_error
 
     filename = getattr(e, "filename", None)
     where = f"{filename}: " if filename else ""

@@ -1,6 +1,6 @@
 """``defocus models list | info | download | verify | convert``: the registry and its weight files.
 
-A thin adapter over :mod:`defocus_cli.registry` and :mod:`defocus_cli.weights`. ``list`` and ``info``
+A thin adapter over :mod:`defocus_cli.registry` and :mod:`defocus_cli.fetch`. ``list`` and ``info``
 never import torch (only ``convert`` does, through :mod:`defocus_cli.convert`).
 """
 
@@ -40,9 +40,9 @@ def _emit_json(doc: dict[str, Any]) -> None:
 
 def _model_row(spec: Any) -> dict[str, Any]:
     """Registry entry plus where it would be loaded from locally (no hashing, no network)."""
-    from defocus_cli import registry, weights
+    from defocus_cli import fetch, registry
 
-    copies = weights.local_copies(spec)
+    copies = fetch.local_copies(spec)
     row = spec.to_dict()
     row.pop("config", None)
     row["experimental"] = spec.experimental
@@ -108,13 +108,13 @@ def info(
 ) -> None:
     """Show one model's registry entry, where its weights are, and its model card."""
     setup_logging(verbose, quiet)
-    from defocus_cli import registry, weights
+    from defocus_cli import fetch, registry
 
     spec = registry.get_spec(name)
     row = _model_row(spec)
     row["config"] = dict(spec.config)
-    row["hub_url"] = f"{weights._endpoint() or 'https://huggingface.co'}/{spec.repo_id}/blob/{spec.revision}/{spec.filename}"
-    card = next((d / spec.card for d in weights.weights_dirs() if spec.card and (d / spec.card).is_file()), None)
+    row["hub_url"] = f"{fetch._endpoint() or 'https://huggingface.co'}/{spec.repo_id}/blob/{spec.revision}/{spec.filename}"
+    card = next((d / spec.card for d in fetch.weights_dirs() if spec.card and (d / spec.card).is_file()), None)
     row["card_path"] = str(card) if card else None
     if json_out:
         _emit_json(row)
@@ -143,10 +143,10 @@ def download(
 ) -> None:
     """Fetch weights from the Hub (pinned revisions, HF_ENDPOINT honoured) into the HF cache and verify them."""
     setup_logging(verbose, quiet)
-    from defocus_cli import weights
+    from defocus_cli import fetch
     from defocus_cli.errors import WeightsError
 
-    specs = list(weights.iter_specs(names))
+    specs = list(fetch.iter_specs(names))
     con = stderr_console()
     if quiet:
         from huggingface_hub.utils import disable_progress_bars
@@ -155,7 +155,7 @@ def download(
     items: list[dict[str, Any]] = []
     for spec in specs:
         try:
-            got = weights.download(spec, force=force)
+            got = fetch.download(spec, force=force)
             items.append({"name": spec.name, "status": "ok", "source": got.source, "path": str(got.path),
                           "sha256": got.sha256, "error": None})
             if not quiet:
@@ -166,7 +166,7 @@ def download(
                           "error": str(e)})
             sys.stderr.write(error_line(e) + "\n")
     if json_out:
-        _emit_json({"cache": str(weights.hub_cache_dir()), "items": items})
+        _emit_json({"cache": str(fetch.hub_cache_dir()), "items": items})
     if not specs and not quiet:
         con.print("no models registered; nothing to download")
     if any(i["status"] == "error" for i in items):
@@ -187,15 +187,15 @@ def verify(
     never downloaded are reported and skipped.
     """
     setup_logging(verbose, quiet)
-    from defocus_cli import weights
+    from defocus_cli import fetch
     from defocus_cli.errors import WeightsError
 
     explicit = bool(names)
     con = stderr_console()
     items: list[dict[str, Any]] = []
     failed = False
-    for spec in weights.iter_specs(names):
-        results = weights.verify(spec)
+    for spec in fetch.iter_specs(names):
+        results = fetch.verify(spec)
         if not results:
             msg = f"no local copy; run `defocus models download {spec.name}`"
             items.append({"name": spec.name, "status": "missing", "source": None, "path": None, "error": msg})
@@ -247,7 +247,7 @@ def convert(
         raise UsageError(f"--arch {arch!r} is not known; expected one of {', '.join(registry.ARCHS)}")
     if output.suffix != ".safetensors":
         raise UsageError(f"-o {output}: expected a .safetensors file name")
-    from defocus_cli.safe_io import is_regular_file
+    from defocus_cli.io.atomic import is_regular_file
 
     if not is_regular_file(src):
         what = "is not a regular file" if os.path.lexists(src) else "not found"

@@ -137,7 +137,7 @@ def register(app: typer.Typer) -> None:
             )
         dev = _lpips_device(device) if "lpips" in wanted else "cpu"
         pairing = scoring.pair_paths(pred, gt, blurred)
-        from defocus_cli.safe_io import Target, check_targets
+        from defocus_cli.io.atomic import Target, check_targets
 
         # CSV and report: never an input, never an existing file without --overwrite; checked before scoring
         check_targets([Target(p, what) for p, what in ((csv_file, "--csv"), (report, "--report")) if p is not None],

@@ -27,6 +27,7 @@ Stable API (used by the trainers in :mod:`defocus_cli.train`)::
 * ``synthesize(crop, margin, rng, SynthParams)`` — the generator for one crop (see :mod:`.synth`).
 """
 
+from defocus_cli.archs._dpkernels import dp_kernels
 from defocus_cli.data.datasets import (
     PairedFolder,
     PatchCache,
@@ -38,7 +39,6 @@ from defocus_cli.data.datasets import (
     read_image,
     synthetic_test_set,
 )
-from defocus_cli.data.kernels import dp_kernels
 from defocus_cli.data.synth import SynthParams, max_coc_for, synthesize
 
 __all__ = [

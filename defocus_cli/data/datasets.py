@@ -17,34 +17,30 @@ from torch.utils.data import Dataset
 
 from defocus_cli.data.synth import SynthParams, margin_for, max_coc_for, synthesize
 from defocus_cli.errors import InputError
+from defocus_cli.io.formats import scan_folder
+from defocus_cli.io.read import read_samples
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 KEYS = ("blur", "left", "right", "sharp", "coc")
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as ``H×W×3`` float32 RGB in [0, 1] (8- or 16-bit; grey is expanded)."""
-    import cv2
-
-    im = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if im is None:
-        raise InputError(f"cannot read image {path}: expected a PNG/JPEG/WebP/TIFF file")
-    scale = 65535.0 if im.dtype == np.uint16 else 255.0
-    if im.ndim == 2:
-        im = np.repeat(im[:, :, None], 3, axis=2)
-    elif im.shape[2] == 4:
-        im = im[:, :, :3]
-    return (im[:, :, ::-1].astype(np.float32) / scale).copy()
+    """Read an image file as ``H×W×3`` float32 RGB in [0, 1] (8- or 16-bit; grey is expanded, alpha dropped),
+    in stored orientation (EXIF orientation not applied), decoded by :func:`defocus_cli.io.read.read_samples`."""
+    im, depth = read_samples(path, upright=False)
+    scale = 65535.0 if depth == 16 else 255.0
+    if im.shape[2] == 1:
+        im = np.repeat(im, 3, axis=2)
+    return im.astype(np.float32) / scale
 
 
 def list_images(root: str | Path) -> list[Path]:
-    """Image files under ``root`` (recursive), sorted."""
+    """Image files under ``root`` (recursive, :func:`defocus_cli.io.formats.scan_folder`), sorted."""
     root = Path(root)
     if root.is_file():
         return [root]
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(scan_folder(root, recursive=True))
 
 
 def photo_split(root: str | Path, test_fraction: float = 0.1, seed: int = 0) -> tuple[list[Path], list[Path]]:

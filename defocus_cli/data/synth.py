@@ -9,7 +9,7 @@ Pipeline for one sample (all in linear light, then a tone curve):
    front of it; the focus is put on a random scene point (80 %) or anywhere in the depth range; ``s`` is
    drawn so that ``max |coc| ≤ max_coc`` (≈ 25 px at 1680×1120, scaled with the photo size).
 3. **Layered blur**: the CoC map is quantised to integer radii; each radius level is one layer, filtered
-   with the Abuolaim DP kernels (:mod:`defocus_cli.data.kernels`; one random (order, cut-off, β) per
+   with the Abuolaim DP kernels (:mod:`defocus_cli.archs._dpkernels`; one random (order, cut-off, β) per
    sample) for the combined, left and right views at once by batched FFT, and composited from far to
    near (``acc ← acc·(1−α) + colour·α`` with the blurred layer mask α, then normalised by the total
    coverage), so nearer blur spills over farther content and never the other way round.
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from defocus_cli.data.kernels import BETAS, CUTOFF_FACTORS, ORDERS, SMOOTH, dp_kernels, kernel_size
+from defocus_cli.archs._dpkernels import BETAS, CUTOFF_FACTORS, ORDERS, SMOOTH, dp_kernels, kernel_size
 
 REFERENCE_LONG_SIDE = 1680
 REFERENCE_MAX_COC = 25.0

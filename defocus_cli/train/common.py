@@ -101,9 +101,9 @@ def module_device(module: Any) -> torch.device:
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` through :func:`defocus_cli.safe_io.atomic_write` (short temporary name,
+    """``torch.save`` to ``path`` through :func:`defocus_cli.io.atomic.atomic_write` (short temporary name,
     fsync, rename; the temporary file is removed on any failure): never a half-written checkpoint."""
-    from defocus_cli.safe_io import atomic_write
+    from defocus_cli.io.atomic import atomic_write
 
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
@@ -193,13 +193,6 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
 
-def autocast(bf16: bool, device: str | torch.device = "cpu") -> contextlib.AbstractContextManager:
-    """bf16 autocast context on ``device`` when ``bf16``, else a no-op."""
-    if not bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
-
-
 def curriculum_patch(step: int, total: int, schedule: Sequence[tuple[float, int]] = ((0.0, 128),)) -> int:
     """Small-patches-first curriculum: ``schedule`` is ``[(fraction_of_total, patch), ...]`` sorted by
     fraction; returns the patch of the last entry whose fraction ≤ ``step / total``."""
@@ -271,7 +264,7 @@ def export_safetensors(module: torch.nn.Module | dict[str, torch.Tensor], out: s
                for k, v in sd.items()}
     md = {"arch": arch, "producer": f"defocus_cli {__version__}", "source": "trained", "steps": str(steps)}
     md.update({k: (v if isinstance(v, str) else json.dumps(v)) for k, v in meta.items()})
-    from defocus_cli.safe_io import atomic_write
+    from defocus_cli.io.atomic import atomic_write
 
     def write(tmp: Path) -> None:
         save_file(tensors, str(tmp), metadata=md)
@@ -281,9 +274,12 @@ def export_safetensors(module: torch.nn.Module | dict[str, torch.Tensor], out: s
 
 
 def psnr_t(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """Mean per-image PSNR (dB) of two ``(N, C, H, W)`` [0, 1] tensors."""
-    mse = ((pred.float().clamp(0, 1) - target.float()) ** 2).flatten(1).mean(1).clamp_min(1e-10)
-    return float((10 * torch.log10(1 / mse)).mean())
+    """Mean per-image PSNR (dB, :func:`defocus_cli.metrics.psnr_from_mse`) of two ``(N, C, H, W)`` [0, 1]
+    tensors (``pred`` clipped to [0, 1]); the squared errors are averaged on the tensors' device."""
+    from defocus_cli.metrics import psnr_from_mse
+
+    mse = ((pred.float().clamp(0, 1) - target.float()) ** 2).flatten(1).mean(1)
+    return float(np.mean([psnr_from_mse(m) for m in mse.tolist()]))
 
 
 SYN_TEST: dict[str, Any] = {"n": 32, "seed": 1234, "patch": 256, "coc_scale": 1.5}

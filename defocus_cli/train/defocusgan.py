@@ -44,6 +44,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from defocus_cli.metrics import psnr_from_mse
+
 log = logging.getLogger(__name__)
 
 __all__ = ["GANTrainConfig", "generator_loss", "identity_init", "pin_identity_grads", "tie_transposed_taps", "train",
@@ -233,8 +235,8 @@ def generator_loss(out: torch.Tensor, b: dict[str, torch.Tensor], cfg: GANTrainC
         la = generator_adv_loss(critic, out, b.get("coc"))
         total = total + cfg.w_adv * la
         logs["adv"] = la.item()
-    logs["psnr"] = -10.0 * math.log10(max(F.mse_loss(out.detach(), y).item(), 1e-10))
-    logs["psnr_in"] = -10.0 * math.log10(max(F.mse_loss(b["blur"], y).item(), 1e-10))
+    logs["psnr"] = psnr_from_mse(F.mse_loss(out.detach(), y).item())
+    logs["psnr_in"] = psnr_from_mse(F.mse_loss(b["blur"], y).item())
     return total, logs
 
 
@@ -290,7 +292,8 @@ def train_config(cfg: GANTrainConfig) -> dict[str, Any]:
     """Run (or resume) a DefocusGAN generator run; returns ``{"step", "best_val_psnr", "seconds"}``."""
     from defocus_cli.archs.defocusgan import DefocusGAN
     from defocus_cli.archs.defocusgan_disc import PatchDiscriminator
-    from defocus_cli.train.common import StopFlag, ValidatedRun, autocast, load_init, setup_torch, train_device
+    from defocus_cli.devices import autocast_context
+    from defocus_cli.train.common import StopFlag, ValidatedRun, load_init, setup_torch, train_device
     from defocus_cli.train.losses import PerceptualLoss, critic_loss_wgan_gp
     from defocus_cli.train.sources import batch_stream
 
@@ -325,7 +328,7 @@ def train_config(cfg: GANTrainConfig) -> dict[str, Any]:
             g["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
         guide = b["coc"].abs() if "coc" in b else torch.zeros_like(b["blur"][:, :1])
         it = curriculum_iter(step, cfg.anneal_steps) if "coc" in b else ANNEAL_REFERENCE
-        with autocast(cfg.bf16, device):
+        with autocast_context(device, "bf16" if cfg.bf16 else "fp32"):
             out = gen.forward_train(b["blur"], guide, iter_num=it).float()
         logs: dict[str, float] = {}
         if step >= cfg.critic_start:
@@ -338,7 +341,7 @@ def train_config(cfg: GANTrainConfig) -> dict[str, Any]:
         use_adv = step >= cfg.adv_start
         if use_adv:
             critic.requires_grad_(False)
-        with autocast(cfg.bf16, device):
+        with autocast_context(device, "bf16" if cfg.bf16 else "fp32"):
             loss, glogs = generator_loss(out, b, cfg, perc, critic if use_adv else None)
         opt_g.zero_grad(set_to_none=True)
         loss.backward()

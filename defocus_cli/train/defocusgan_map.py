@@ -133,7 +133,7 @@ class RealDPCrops:
 
         from defocus_cli.defocus_map import prepare_linear_dp
         from defocus_cli.errors import InputError
-        from defocus_cli.map_io import load_dp_pair
+        from defocus_cli.io.maps import load_dp_pair
 
         base = __import__("pathlib").Path(root)
         names = [x.strip() for x in scenes.split(",") if x.strip()] if isinstance(scenes, str) else list(scenes)
@@ -235,11 +235,11 @@ def coc_error(model: nn.Module, test: dict[str, torch.Tensor], chunk: int = 4) -
 def train_config(cfg: MapTrainConfig) -> dict[str, Any]:
     """Run (or resume) a defocus-map training run; returns ``{"step", "seconds", "last_coc_mae_px"}``."""
     from defocus_cli.archs.defocusgan_map import BlurKernelBank, DefocusMapNet
+    from defocus_cli.devices import autocast_context
     from defocus_cli.train.common import (
         JsonlLogger,
         RunDir,
         StopFlag,
-        autocast,
         export_safetensors,
         setup_torch,
         train_device,
@@ -316,11 +316,11 @@ def train_config(cfg: MapTrainConfig) -> dict[str, Any]:
         bank_phase = step >= cfg.map_first and ((step - cfg.map_first) // cfg.alt_steps) % 2 == 0
         model.train(not bank_phase)
         if bank_phase:
-            with torch.no_grad(), autocast(cfg.bf16, device):
+            with torch.no_grad(), autocast_context(device, "bf16" if cfg.bf16 else "fp32"):
                 pred = model(b["left"], b["right"]).float()
             loss, logs = map_loss(pred, b, bank_l, bank_r, cfg, supervised=False)
             if rb is not None:
-                with torch.no_grad(), autocast(cfg.bf16, device):
+                with torch.no_grad(), autocast_context(device, "bf16" if cfg.bf16 else "fp32"):
                     pr = model(rb["left"], rb["right"]).float()
                 l_cross = cross_reblur_loss(pr, rb["left"], rb["right"], real_l, real_r)
                 loss = loss + cfg.w_cross * l_cross
@@ -331,11 +331,11 @@ def train_config(cfg: MapTrainConfig) -> dict[str, Any]:
             for bk in (bank_l, bank_r) + ((real_l, real_r) if real_l is not None else ()):
                 project_bank(bk)
         else:
-            with autocast(cfg.bf16, device):
+            with autocast_context(device, "bf16" if cfg.bf16 else "fp32"):
                 pred = model(b["left"], b["right"]).float()
             loss, logs = map_loss(pred, b, bank_l, bank_r, cfg, supervised=True)
             if rb is not None:
-                with autocast(cfg.bf16, device):
+                with autocast_context(device, "bf16" if cfg.bf16 else "fp32"):
                     pr = model(rb["left"], rb["right"]).float()
                 l_cross = cross_reblur_loss(pr, rb["left"], rb["right"], real_l, real_r)
                 loss = loss + cfg.w_cross * l_cross + cfg.w_real_tv * _tv(pr)

@@ -32,7 +32,6 @@ validation PSNR beats the input's and the previous best.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +39,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from defocus_cli.metrics import psnr_from_mse
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +174,8 @@ def ifan_loss(model: nn.Module, reblur: ReblurNet, b: dict[str, torch.Tensor],
         l_rb = F.mse_loss(reblur(g, F.avg_pool2d(y, 8)), F.avg_pool2d(x, 8))
         total = total + cfg.w_reblur * l_rb
         logs["reblur"] = l_rb.item()
-    logs["psnr"] = -10.0 * math.log10(max(F.mse_loss(out.detach().clamp(0, 1), y).item(), 1e-10))
-    logs["psnr_in"] = -10.0 * math.log10(max(F.mse_loss(x, y).item(), 1e-10))
+    logs["psnr"] = psnr_from_mse(F.mse_loss(out.detach().clamp(0, 1), y).item())
+    logs["psnr_in"] = psnr_from_mse(F.mse_loss(x, y).item())
     return total, logs
 
 
@@ -202,7 +203,8 @@ def train_config(cfg: IFANTrainConfig) -> dict[str, Any]:
     """Run (or resume) an IFAN training run; returns a summary dict. Stops after ``cfg.minutes`` wall
     minutes of this invocation, ``cfg.steps`` total steps, or SIGTERM/SIGINT — always with a checkpoint."""
     from defocus_cli.archs.ifan import IFAN
-    from defocus_cli.train.common import StopFlag, ValidatedRun, autocast, load_init, setup_torch, train_device
+    from defocus_cli.devices import autocast_context
+    from defocus_cli.train.common import StopFlag, ValidatedRun, load_init, setup_torch, train_device
     from defocus_cli.train.sources import batch_stream
 
     device = train_device(cfg.device)
@@ -235,7 +237,7 @@ def train_config(cfg: IFANTrainConfig) -> dict[str, Any]:
     while step < cfg.steps and time.monotonic() < t_end and not stop.is_set:
         b = next(stream)
         ts = time.monotonic()
-        with autocast(cfg.bf16, device):
+        with autocast_context(device, "bf16" if cfg.bf16 else "fp32"):
             loss, logs = ifan_loss(model, reblur, b, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -34,12 +34,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from defocus_cli.devices import autocast_context
 from defocus_cli.train import TrainOptions
 from defocus_cli.train.common import (
     JsonlLogger,
     RunDir,
     StopFlag,
-    autocast,
     curriculum_patch,
     export_safetensors,
     psnr_t,
@@ -339,7 +339,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         lr = _lr_at(step, total, peak, warmup)
         for g in optim.param_groups:
             g["lr"] = lr
-        with autocast(opts.bf16, device):
+        with autocast_context(device, "bf16" if opts.bf16 else "fp32"):
             m_pred = model.map_lowres(x)
             terms: dict[str, torch.Tensor] = {}
             if src.has_coc:

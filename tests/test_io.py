@@ -1,4 +1,4 @@
-"""Photo I/O: formats, bit depth, gray/alpha/palette/CMYK, orientation, EXIF and ICC, limits."""
+"""io/ (read, write, metadata, encoders): formats, bit depth, gray/alpha/palette/CMYK, orientation, EXIF and ICC, limits."""
 
 from __future__ import annotations
 
@@ -13,14 +13,9 @@ from PIL import Image, ImageOps
 
 from conftest import make_exif, sample_icc, smooth_rgb
 from defocus_cli.errors import InputError, OutputError
-from defocus_cli.photo_io import (
-    apply_orientation,
-    atomic_write_bytes,
-    encode_photo,
-    read_photo,
-    to_integer,
-    write_photo,
-)
+from defocus_cli.io.metadata import apply_orientation
+from defocus_cli.io.read import read_photo
+from defocus_cli.io.write import atomic_write_bytes, encode_photo, to_integer, write_photo
 
 
 def _save(img: Image.Image, fmt: str, **kw: object) -> bytes:
@@ -103,10 +98,10 @@ def test_16bit_gray_png_stays_16bit_gray() -> None:
 
 
 def test_16bit_gray_alpha_png_roundtrip() -> None:
-    from defocus_cli.photo_io import _encode_png_raw
+    from defocus_cli.io.encoders import encode_png_raw
 
     la = np.dstack([np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000, np.full((3, 4), 40000, np.uint16)])
-    photo = read_photo(_encode_png_raw(la, color_type=4))
+    photo = read_photo(encode_png_raw(la, color_type=4))
     assert photo.gray and photo.bit_depth == 16 and photo.mode == "LA;16"
     np.testing.assert_array_equal(photo.alpha, la[:, :, 1])
     out = encode_photo(photo.pixels, photo, "png")
@@ -186,7 +181,7 @@ def test_non_ascii_path_roundtrip(tmp_path: Path) -> None:
 
 
 def test_pixel_limit_checked_from_header_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
-    import defocus_cli.photo_io as pio
+    import defocus_cli.io.read as pio
 
     data = _save(Image.fromarray(smooth_rgb(20, 30)), "PNG")
     decoded: list[str] = []
@@ -255,3 +250,65 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
     atomic_write_bytes(tmp_path / "ok.bin", b"abc")
     assert (tmp_path / "ok.bin").read_bytes() == b"abc"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.bin"]
+
+
+# ---------------------------------------------------------------------------------- one reader, one scanner
+
+
+def test_read_samples_is_the_photo_decoder_in_stored_or_upright_orientation(tmp_path: Path) -> None:
+    """read_samples decodes with read_photo's decoder: upright by default, stored orientation on request
+    (dual-pixel views, training data); gray stays one channel; 16-bit stays 16-bit."""
+    from defocus_cli.io.read import read_samples
+
+    rgb = smooth_rgb(12, 20, seed=3)
+    path = tmp_path / "o6.png"
+    path.write_bytes(_save(Image.fromarray(rgb), "PNG", exif=make_exif(orientation=6)))
+    stored, depth = read_samples(path, upright=False)
+    assert depth == 8 and stored.dtype == np.uint8
+    np.testing.assert_array_equal(stored, rgb)
+    upright, _ = read_samples(path)
+    np.testing.assert_array_equal(upright, apply_orientation(rgb, 6))
+    np.testing.assert_array_equal(to_integer(read_photo(path).pixels, 8), upright)
+
+    gray16 = smooth_rgb(6, 9, dtype="uint16")[:, :, 0]
+    cv2.imwrite(str(tmp_path / "g16.png"), gray16)
+    g, depth = read_samples(tmp_path / "g16.png")
+    assert depth == 16 and g.shape == (6, 9, 1)
+    np.testing.assert_array_equal(g[:, :, 0], gray16)
+
+
+def test_one_folder_scanner_for_batch_scoring_and_training_data(tmp_path: Path) -> None:
+    """deblur planning, score pairing and the training data find the same images: hidden files skipped,
+    one extension list (JPEG, PNG, TIFF, WebP, HEIC; not BMP)."""
+    from defocus_cli.data import list_images
+    from defocus_cli.io.formats import IMAGE_EXTENSIONS, scan_folder
+    from defocus_cli.scoring import pair_paths
+
+    for name in ("b/img2.png", "b/img10.png", "a.JPG", ".hidden.png", "notes.txt", "x.bmp", "c.heic"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    found = scan_folder(tmp_path, recursive=True)
+    assert {".jpg", ".png", ".tif", ".webp", ".heic"} <= IMAGE_EXTENSIONS and ".bmp" not in IMAGE_EXTENSIONS
+    assert sorted(found) == list_images(tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in found) == ["a.JPG", "b/img10.png", "b/img2.png",
+                                                                          "c.heic"]
+    assert sorted(p.pred.name for p in pair_paths(tmp_path, tmp_path).pairs) == ["a.JPG", "c.heic", "img10.png",
+                                                                                  "img2.png"]
+
+
+def test_one_psnr_formula_and_one_autocast_helper() -> None:
+    import torch
+
+    from defocus_cli.devices import autocast_context
+    from defocus_cli.metrics import PSNR_CAP, mse, psnr, psnr_from_mse
+    from defocus_cli.train.common import psnr_t
+
+    assert psnr_from_mse(0.0) == psnr_from_mse(1e-30) == PSNR_CAP and psnr_from_mse(0.01) == pytest.approx(20.0)
+    a = np.linspace(0, 1, 48, dtype=np.float32).reshape(4, 4, 3)
+    assert psnr(a * 0.9, a) == psnr_from_mse(mse(a * 0.9, a))
+    t = torch.from_numpy(a).permute(2, 0, 1)[None]
+    assert psnr_t(t * 0.9, t) == pytest.approx(psnr(a * 0.9, a), abs=1e-4)
+    with autocast_context("cpu", "fp32"):
+        assert not torch.is_autocast_enabled("cpu")
+    with autocast_context(torch.device("cpu"), "bf16"):
+        assert torch.is_autocast_enabled("cpu")

@@ -1,8 +1,8 @@
-"""Optional input formats: HEIC/HEIF (pillow-heif, extra ``[heif]``) and camera RAW (rawpy, extra ``[raw]``).
+"""Optional codecs: HEIC/HEIF (pillow-heif, extra ``[heif]``) and camera RAW (rawpy, extra ``[raw]``).
 
-Both are well-kept libraries wrapped here; :mod:`defocus_cli.photo_io` calls into this module, which imports
-neither library until a file needs it. Without the package, such a file fails alone with one line naming
-the extra to install.
+Both are well-kept libraries wrapped here; :mod:`defocus_cli.io.read` and :mod:`defocus_cli.io.write` call
+into this module, which imports neither library until a file needs it. Without the package, such a file
+fails alone with one line naming the extra to install.
 
 * **HEIC/HEIF** is decoded through Pillow once pillow-heif's opener is registered, so it takes the same
   path as every other 8-bit photo (pixel limit from the header, EXIF, ICC). libheif applies the HEIF
@@ -11,87 +11,24 @@ the extra to install.
 * **Camera RAW** (DNG, CR2, CR3, NEF, ARW, and the other raw types LibRaw reads) is demosaiced by LibRaw
   (rawpy) to 16 bits with the camera's white balance, into sRGB (sRGB tone curve) or, with
   ``linear=True``, linear-light sRGB primaries. The result is written as a 16-bit TIFF by default. For
-  TIFF-based RAW files (DNG, CR2, NEF, ARW) the EXIF and GPS tags are carried over (maker notes and the
-  raw-layout tags are not); CR3 files carry none.
+  TIFF-based RAW files (DNG, CR2, NEF, ARW) the EXIF and GPS tags are carried over
+  (:func:`defocus_cli.io.metadata.raw_exif`; maker notes and the raw-layout tags are not); CR3 files carry none.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import logging
 from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from defocus_cli.errors import InputError, UsageError
+from defocus_cli.io.formats import HEIF_HINT, RAW_HINT
+from defocus_cli.io.metadata import raw_exif
 
 if TYPE_CHECKING:  # pragma: no cover
-    from defocus_cli.photo_io import Photo
-
-log = logging.getLogger(__name__)
-
-HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".hif"})
-RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf",
-                            ".rw2", ".pef", ".srw", ".3fr", ".iiq", ".erf", ".kdc", ".mrw", ".x3f"})
-HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1",
-                         b"msf1"})
-HEIF_HINT = "pip install 'defocus-cli[heif]'"
-RAW_HINT = "pip install 'defocus-cli[raw]'"
-_EXIF_0TH_KEEP = frozenset({270, 271, 272, 282, 283, 296, 305, 306, 315, 33432})  # description, make, model,
-# resolution, software, date, artist, copyright; everything else in a RAW's IFD0 describes the raw data
-_MAKER_NOTE = 37500
-
-
-def has_rawpy() -> bool:
-    """Whether rawpy is installed (checked without importing it)."""
-    return importlib.util.find_spec("rawpy") is not None
-
-
-def detect(data: bytes, source: Path | None) -> str | None:
-    """``"heif"``, ``"raw"`` or ``None`` (a format :mod:`defocus_cli.photo_io` reads itself), from the first
-    bytes and, for RAW types that are plain TIFFs (NEF, ARW), the file extension."""
-    ext = source.suffix.lower() if source is not None else ""
-    if len(data) >= 12 and data[4:8] == b"ftyp":
-        brand = data[8:12]
-        if brand in HEIF_BRANDS:
-            return "heif"
-        if brand == b"crx ":
-            return "raw"  # Canon CR3
-    if ext in RAW_EXTENSIONS:
-        return "raw"
-    if ext in HEIF_EXTENSIONS:
-        return "heif"
-    if data[:4] in (b"II*\x00", b"MM\x00*") and (data[8:10] == b"CR" or _is_dng(data)):
-        return "raw"  # CR2 or DNG given without its extension (stdin)
-    return None
-
-
-def _is_dng(data: bytes) -> bool:
-    import struct
-
-    e = "<" if data[:2] == b"II" else ">"
-    try:
-        (ifd,) = struct.unpack_from(e + "I", data, 4)
-        (n,) = struct.unpack_from(e + "H", data, ifd)
-        return any(struct.unpack_from(e + "H", data, ifd + 2 + 12 * i)[0] == 50706 for i in range(min(n, 512)))
-    except struct.error:
-        return False
-
-
-def default_output_format(source: Path) -> str | None:
-    """The format a result is written in with ``--format same`` when it differs from the input's own:
-    ``"heif"`` (or ``"jpeg"`` when pillow-heif cannot encode HEIC) for a HEIC input, ``"tiff"`` for a RAW
-    input; ``None`` for every other input."""
-    ext = source.suffix.lower()
-    if ext in HEIF_EXTENSIONS:
-        return "heif" if heif_writable() else "jpeg"
-    if ext in RAW_EXTENSIONS:
-        return "tiff"
-    return None
-
+    from defocus_cli.io.read import Photo
 
 # ------------------------------------------------------------------------------------------------ HEIF
 
@@ -160,7 +97,7 @@ def encode_heif(arr: np.ndarray, quality: int, exif: bytes | None, icc: bytes | 
 
 
 def decode_raw(data: bytes, label: str, max_pixels: int | None, *, linear: bool = False) -> Photo:
-    """Demosaic a camera RAW file's bytes into an upright 16-bit :class:`~defocus_cli.photo_io.Photo`.
+    """Demosaic a camera RAW file's bytes into an upright 16-bit :class:`~defocus_cli.io.read.Photo`.
 
     LibRaw's defaults otherwise (AHD demosaic, automatic brightness for sRGB; none for linear).
     Format ``"tiff"``: the result is written as a 16-bit TIFF unless another format is asked for.
@@ -168,7 +105,7 @@ def decode_raw(data: bytes, label: str, max_pixels: int | None, *, linear: bool 
     Raises:
         InputError: rawpy missing (names the extra), not a RAW file LibRaw reads, too large.
     """
-    from defocus_cli.photo_io import Photo
+    from defocus_cli.io.read import Photo
 
     try:
         import rawpy
@@ -203,28 +140,3 @@ def decode_raw(data: bytes, label: str, max_pixels: int | None, *, linear: bool 
     curve = "linear sRGB" if linear else "sRGB"
     return Photo(pixels=np.ascontiguousarray(pixels), bit_depth=16, format="tiff", exif=exif, icc=None,
                  mode="RAW;16", notes=[f"camera RAW demosaiced by LibRaw ({curve}, camera white balance)"])
-
-
-def raw_exif(data: bytes, width: int, height: int, label: str) -> bytes | None:
-    """The EXIF block to write for a TIFF-based RAW file: IFD0's descriptive tags (make, model, date, ...),
-    the Exif IFD without the maker note, GPS; Orientation 1 (LibRaw has rotated the pixels); ``None`` when
-    the file holds no readable EXIF (e.g. CR3)."""
-    if data[:4] not in (b"II*\x00", b"MM\x00*"):
-        return None
-    try:
-        import piexif
-
-        d = piexif.load(data)
-        zeroth = {k: v for k, v in d.get("0th", {}).items() if k in _EXIF_0TH_KEEP}
-        ex = {k: v for k, v in d.get("Exif", {}).items() if k != _MAKER_NOTE}
-        gps = d.get("GPS", {})
-        if not (zeroth or ex or gps):
-            return None
-        zeroth[piexif.ImageIFD.Orientation] = 1
-        ex[piexif.ExifIFD.PixelXDimension] = width
-        ex[piexif.ExifIFD.PixelYDimension] = height
-        return bytes(piexif.dump({"0th": zeroth, "Exif": ex, "GPS": gps, "Interop": {}, "1st": {},
-                                  "thumbnail": None}))
-    except Exception as e:  # noqa: BLE001 - metadata never fails a photo
-        log.warning("%s: RAW EXIF could not be read (%s); the output is written without EXIF", label, e)
-        return None

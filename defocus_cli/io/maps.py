@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from defocus_cli.errors import InputError, OutputError, UsageError
-from defocus_cli.photo_io import atomic_write_bytes, read_input_bytes
+from defocus_cli.io.read import read_input_bytes, read_samples
+from defocus_cli.io.write import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -53,31 +54,14 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def read_raw_view(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
-    """Decode an image file without applying EXIF orientation.
+    """Decode an image file without applying EXIF orientation (:func:`defocus_cli.io.read.read_samples`).
 
     Returns:
         (``(H, W, C)`` array in the file's integer dtype, C = 1 or 3, RGB order, alpha dropped; bit depth 8/16).
     Raises:
         InputError: missing, unreadable, or not 8/16-bit.
     """
-    import cv2
-
-    p = Path(path)
-    data = _read_bytes(p)
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # UNCHANGED: no EXIF rotation
-    if arr is None:
-        raise InputError(f"{p}: not a readable image (expected PNG, TIFF, JPEG or WebP)")
-    if arr.dtype not in (np.uint8, np.uint16):
-        raise InputError(f"{p}: {arr.dtype} samples, expected 8- or 16-bit integers")
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    elif arr.shape[2] == 4:
-        arr = arr[:, :, :3]
-    elif arr.shape[2] == 2:  # gray + alpha
-        arr = arr[:, :, :1]
-    if arr.shape[2] == 3:
-        arr = arr[:, :, ::-1]  # BGR → RGB
-    return np.ascontiguousarray(arr), 16 if arr.dtype == np.uint16 else 8
+    return read_samples(path, upright=False)
 
 
 def load_dp_pair(
