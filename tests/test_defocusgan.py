@@ -84,16 +84,6 @@ def test_map_net_matches_official() -> None:
 # ---- engine contract ----------------------------------------------------------------------------------
 
 
-def test_generator_odd_sizes_keep_shape_and_range(gen: DefocusGAN) -> None:
-    x = torch.rand(1, 3, 21, 35)
-    with torch.inference_mode():
-        y = gen(x)
-        tiny = gen(torch.rand(1, 3, 1, 3))
-    assert y.shape == x.shape and y.dtype == x.dtype
-    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
-    assert tiny.shape == (1, 3, 1, 3)
-
-
 def test_generator_rgb_contract_flips_channels(gen: DefocusGAN) -> None:
     x = torch.rand(1, 3, 32, 32)
     with torch.inference_mode():

@@ -38,23 +38,16 @@ def test_state_dict_layout_matches_official(net: IFAN) -> None:
     assert got == expected
 
 
-def test_odd_size_keeps_shape_and_range(net: IFAN) -> None:
+def test_defocus_map_and_dme_keep_odd_sizes(net: IFAN) -> None:
+    """The deblurring contract (shape, range, tiles, precisions) is tests/test_engine_contract.py's; here IFAN's
+    own map outputs."""
     x = torch.rand(2, 3, 37, 53)
     with torch.inference_mode():
-        y = net(x)
         d = net.defocus_map(x)
         raw = net.dme(x)
-    assert y.shape == x.shape and y.dtype == x.dtype
-    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
     assert d.shape == (2, 1, 37, 53)
     assert raw.shape == (2, 1, 5, 7)
     assert torch.isfinite(d).all()
-
-
-def test_tiny_input(net: IFAN) -> None:
-    x = torch.rand(1, 3, 1, 2)
-    with torch.inference_mode():
-        assert net(x).shape == (1, 3, 1, 2)
 
 
 def test_channels_last_same_result(net: IFAN) -> None:

@@ -44,18 +44,13 @@ def test_macs_per_megapixel_matches_docstring() -> None:
 
 
 @pytest.mark.parametrize("hw", [(37, 53), (5, 7), (64, 48)])
-def test_odd_sizes_keep_shape_and_range(hw: tuple[int, int]) -> None:
+def test_defocus_map_keeps_odd_sizes(hw: tuple[int, int]) -> None:
+    """The deblurring contract (shape, range, tiles, precisions) is tests/test_engine_contract.py's; here the map."""
     torch.manual_seed(0)
     net = SFTNet().eval()
-    for p in net.deblur.out.parameters():  # leave the identity start so the range check bites
-        torch.nn.init.normal_(p, std=0.5)
     x = torch.rand(2, 3, *hw)
     with torch.no_grad():
-        y = net(x)
         m = net.defocus_map(x)
-    assert y.shape == x.shape and y.dtype == x.dtype
-    assert float(y.min()) >= 0 and float(y.max()) <= 1
-    assert not torch.equal(y, x)
     assert m.shape == (2, 1, *hw) and float(m.min()) >= 0
 
 
