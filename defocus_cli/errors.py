@@ -36,7 +36,7 @@ class UsageError(DefocusError):
 
 
 class ShapeError(UsageError):
-    """A tensor handed to an engine does not have the shape or type it needs. Exit 2.
+    """A tensor handed to an engine does not have the shape or type it needs (a usage error).
 
     The message names both: ``expected (N, 3, H, W) float tensor on the CPU, got (3, 64, 64) torch.float32 on
     cpu``. Raised by :meth:`defocus_cli.restorer.Restorer.run` before any work.

@@ -144,13 +144,15 @@ def test_shape_error_names_expected_and_actual(shape: tuple[int, ...], dtype: to
     with pytest.raises(ShapeError) as ei:
         restorer(torch.zeros(shape, dtype=dtype))
     assert str(ei.value) == f"expected (N, 3, H, W) float tensor on the CPU, got {got} on cpu"
-    assert isinstance(ei.value, UsageError) and ei.value.exit_code == 2
+    from defocus_cli.cli.exit_codes import exit_code
+
+    assert isinstance(ei.value, UsageError) and exit_code(ei.value) == 2
 
 
 @pytest.mark.parametrize(
     "kw,match",
-    [({"tile": "big"}, "--tile"), ({"tile": -3}, "--tile"), ({"overlap": -1}, "--overlap"),
-     ({"precision": "fp8"}, "--precision"), ({"device": "gpu"}, "--device")],
+    [({"tile": "big"}, "tile must be"), ({"tile": -3}, "tile must be"), ({"overlap": -1}, "overlap must be"),
+     ({"precision": "fp8"}, "precision must be"), ({"device": "gpu"}, "device must be")],
 )
 def test_options_are_validated_once_at_load(kw: dict[str, Any], match: str) -> None:
     with pytest.raises(UsageError, match=match):
