@@ -91,7 +91,7 @@ def child(engine: str, folder: str, reps: int, io_nice: int = 0) -> dict[str, An
     dev = devices.resolve_device("cpu")
     lm = weights.load_model(engine)
     prec = devices.resolve_precision("auto", lm.module, dev)
-    process = api.make_deblur_fn(lm.module, device=dev, precision=prec, tile="auto")
+    process = api.make_deblur_fn(api.load_restorer(lm, device=dev, precision=prec, tile="auto"))
     files = sorted(Path(folder).glob("*.png"))
     photo = read_photo(files[0])
     x = torch.from_numpy(photo.pixels.transpose(2, 0, 1).copy())[None]

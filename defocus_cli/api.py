@@ -8,27 +8,35 @@ Example::
     sharp = deblur_photo("blurry.jpg", model, output="sharp.jpg", device="auto")
     # sharp: float32 (H, W, 3) RGB in [0, 1]; sharp.jpg keeps bit depth, orientation, EXIF and ICC.
 
-Everything here is a thin layer over :mod:`defocus_cli.weights` (model files), :mod:`defocus_cli.devices`
-(device and precision), :mod:`defocus_cli.runtime` (tiling, out-of-memory retry) and
-:mod:`defocus_cli.io.read` (files). Importing this module does not import torch; the functions do.
+For many images, load once and reuse::
+
+    from defocus_cli.api import load_restorer, restore_array
+
+    restorer = load_restorer("sftnet", device="auto", tile="auto")   # validated and resolved once
+    sharp, stats = restore_array(pixels, restorer)                    # stats: tiles, device, precision, seconds
+
+:func:`load_restorer` is the engine boundary (:class:`defocus_cli.restorer.Restorer`: weights, backend, device,
+precision, tile, overlap resolved once; padding, tiling, autocast, clamp on every call). Everything here is a
+thin layer over it and :mod:`defocus_cli.io.read` (files). Importing this module does not import torch; the
+functions do.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from defocus_cli.errors import UsageError
+from defocus_cli.errors import ShapeError, UsageError
 from defocus_cli.io.read import Photo, read_photo
 from defocus_cli.io.write import encode_photo, write_photo
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from defocus_cli.restorer import Restorer, RunStats
     from defocus_cli.weights import LoadedModel
 
 __all__ = [
@@ -37,10 +45,14 @@ __all__ = [
     "write_photo",
     "encode_photo",
     "load_model",
+    "load_restorer",
     "parse_tile",
+    "parse_backend",
+    "restore_array",
     "deblur_array",
     "deblur_photo",
     "make_deblur_fn",
+    "DeblurFn",
     "check_strength",
 ]
 
@@ -60,17 +72,21 @@ def load_model(name: str | None = None, weights_file: str | Path | None = None, 
 
 def parse_tile(value: str | int) -> str | int:
     """``"auto"`` → ``"auto"``; ``"0"``/``0`` → 0 (whole image); ``"512"`` → 512. Raise :class:`UsageError`
-    for anything else."""
-    if isinstance(value, int):
-        if value < 0:
-            raise UsageError(f"--tile must be auto, 0 or a positive number of pixels, got {value}")
-        return value
-    v = str(value).strip().lower()
-    if v == "auto":
-        return "auto"
-    if v.isdigit():
-        return int(v)
-    raise UsageError(f"--tile must be auto, 0 or a positive number of pixels, got {value!r}")
+    for anything else (see :func:`defocus_cli.runtime.parse_tile`)."""
+    from defocus_cli.runtime import parse_tile as parse
+
+    return parse(value)
+
+
+def parse_backend(value: str) -> str:
+    """``--backend`` in lower case if it is ``auto``, ``torch`` or ``openvino``; else raise :class:`UsageError`
+    (CLI exit 2), so that a command can refuse it before any work."""
+    from defocus_cli.backends import BACKENDS
+
+    v = (value or "auto").strip().lower()
+    if v not in BACKENDS:
+        raise UsageError(f"--backend must be auto, torch or openvino, got {value!r}")
+    return v
 
 
 def check_strength(value: float) -> float:
@@ -85,34 +101,73 @@ def check_strength(value: float) -> float:
     return v
 
 
-def _module_of(model: Any) -> torch.nn.Module:
-    return getattr(model, "module", model)
-
-
-def deblur_array(
-    pixels: np.ndarray,
-    model: Any,
+def load_restorer(
+    model: Any = None,
     *,
-    device: str | torch.device = "cpu",
-    precision: str = "fp32",
+    weights: str | Path | None = None,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
     tile: str | int = "auto",
     overlap: int | None = None,
-    info: dict[str, Any] | None = None,
+    backend: str = "torch",
+) -> Restorer:
+    """Load a deblurring model and resolve how it runs, once: the engine boundary.
+
+    Args:
+        model: a registered model name (``None`` = the default deblurring model, or the arch of ``weights``),
+            a :class:`~defocus_cli.weights.LoadedModel`, an engine ``nn.Module`` or a host engine
+            (e.g. :class:`defocus_cli.backends.openvino.OpenVINOEngine`).
+        weights: a ``.safetensors`` file of one's own (``--weights``), with ``model`` naming its arch or ``None``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a ``torch.device``.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"``, or ``"int8"`` (OpenVINO backend only).
+        tile: ``"auto"``, 0 (whole image) or a tile size in pixels.
+        overlap: context pixels per tile side; ``None`` = the network's receptive field.
+        backend: ``"torch"``, ``"openvino"`` or ``"auto"`` (see :mod:`defocus_cli.backends`); for a loaded
+            model or name only.
+
+    Returns:
+        A :class:`~defocus_cli.restorer.Restorer`: ``restorer(x)`` maps ``(N, 3, H, W)`` RGB in [0, 1] to the same
+        shape in [0, 1]; ``restorer.options`` holds the resolved device, precision, tile, overlap and backend.
+
+    Raises:
+        UsageError: a bad option value or model name (CLI exit 2).
+        WeightsError: weights unavailable or corrupt (exit 3).
+        DeviceError: the device is not available (exit 4).
+    """
+    import torch
+
+    from defocus_cli import backends, devices, runtime, weights as weights_mod
+    from defocus_cli.restorer import Restorer
+
+    runtime.parse_tile(tile)  # option values before the (slow) load
+    if overlap is not None and overlap < 0:
+        raise UsageError(f"--overlap must be >= 0, got {overlap}")
+    runtime.tune_allocator()  # before the weights are read, so that they are allocated with it
+    dev = device if isinstance(device, torch.device) else devices.resolve_device(str(device))
+    loaded = model
+    if model is None or isinstance(model, str) or weights is not None:
+        loaded = weights_mod.load_model(model, weights_file=weights, task="deblur")
+    if isinstance(loaded, weights_mod.LoadedModel):
+        engine, choice = backends.select_engine(loaded, backend, precision, dev)
+        return Restorer.create(engine, device=dev, precision=choice.precision, tile=tile, overlap=overlap,
+                               name=loaded.name, weights_sha256=loaded.sha256, backend=choice.backend)
+    backend_name = "torch" if isinstance(loaded, torch.nn.Module) else type(loaded).__name__
+    return Restorer.create(loaded, device=dev, precision=precision, tile=tile, overlap=overlap, backend=backend_name)
+
+
+def restore_array(
+    pixels: np.ndarray,
+    restorer: Restorer,
+    *,
     tone_lock: bool | None = None,
     tta: bool = False,
     strength: float = 1.0,
-) -> np.ndarray:
-    """Deblur one image held in memory.
+) -> tuple[np.ndarray, RunStats]:
+    """Deblur one image held in memory with a :class:`~defocus_cli.restorer.Restorer`; say how.
 
     Args:
         pixels: float ``(H, W, 3)`` RGB in ``[0, 1]`` (e.g. ``Photo.pixels``).
-        model: a :class:`~defocus_cli.weights.LoadedModel`, an engine ``nn.Module`` (engine contract) or a host
-            engine such as :class:`defocus_cli.backends.openvino.OpenVINOEngine` (then ``precision`` is its own).
-        device: a resolved ``torch.device`` or a request (``"auto"``, ``"cpu"``, ``"cuda:0"``, ``"mps"``).
-        precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"`` (resolved for the model and device).
-        tile: ``"auto"``, 0 (whole image) or a tile size in pixels.
-        overlap: context pixels per tile side; ``None`` = the engine's receptive field.
-        info: filled with what the runtime did (tile, overlap, device, precision).
+        restorer: from :func:`load_restorer`.
         tone_lock: keep the input's low frequencies (:func:`defocus_cli.tone.lock_tone`, on the whole image
             after tiling); ``None`` = when the weights ask for it (``tone_lock_sigma`` metadata), ``False`` =
             never, ``True`` = always (σ from the weights, else :data:`defocus_cli.tone.DEFAULT_SIGMA`).
@@ -123,64 +178,103 @@ def deblur_array(
             tone lock.
 
     Returns:
-        float32 ``(H, W, 3)`` RGB in ``[0, 1]``.
-    """
-    import torch
+        float32 ``(H, W, 3)`` RGB in ``[0, 1]``, and the :class:`~defocus_cli.restorer.RunStats` of the run
+        (``seconds`` summed over the TTA passes, ``tone_lock_sigma`` set when the tone lock was applied).
 
-    from defocus_cli import devices, runtime
+    Raises:
+        ShapeError: ``pixels`` is not ``(H, W, 3)``.
+        UsageError: a bad ``strength``.
+    """
+    import dataclasses
+
+    import torch
 
     strength = check_strength(strength)
     px = np.asarray(pixels, dtype=np.float32)
     if px.ndim != 3 or px.shape[2] != 3:
-        raise UsageError(f"pixels must be (H, W, 3) RGB, got shape {px.shape}")
-    module = _module_of(model)
-    dev = device if isinstance(device, torch.device) else devices.resolve_device(str(device))
-    if runtime.is_host_engine(module):  # compiled for one precision (e.g. the OpenVINO backend)
-        prec = str(getattr(module, "precision", "fp32"))
-    else:
-        prec = devices.resolve_precision(precision, module, dev)
+        raise ShapeError("(H, W, 3) RGB pixels", f"shape {px.shape}")
     # one private copy, already in the channels_last layout the runtime feeds the engine (an HWC array is
     # channels_last NCHW): no CHW copy first and no second copy back to channels_last for the whole image
     x = torch.from_numpy(px).permute(2, 0, 1)[None].clone(memory_format=torch.channels_last)
-    t = parse_tile(tile)
-    y = runtime.run_engine(module, x, device=dev, precision=prec, tile=t, overlap=overlap, info=info)
+    y, stats = restorer.run(x)
+    seconds = stats.seconds
     if tta:
         for dims in ((-1,), (-2,), (-2, -1)):
-            y = y + runtime.run_engine(module, x.flip(dims), device=dev, precision=prec, tile=t,
-                                       overlap=overlap).flip(dims)
+            yf, s = restorer.run(x.flip(dims))
+            y = y + yf.flip(dims)
+            seconds += s.seconds
         y = y / 4
-    sigma = float(getattr(module, "tone_lock_sigma", 0.0) or 0.0)
+    sigma = restorer.options.traits.tone_lock_sigma
+    locked: float | None = None
     if tone_lock or (tone_lock is None and sigma > 0):
         from defocus_cli.tone import DEFAULT_SIGMA, lock_tone
 
-        y = lock_tone(y, x, sigma or DEFAULT_SIGMA)
-        if info is not None:
-            info["tone_lock_sigma"] = sigma or DEFAULT_SIGMA
+        locked = sigma or DEFAULT_SIGMA
+        y = lock_tone(y, x, locked)
     if strength != 1.0:
         y = x + strength * (y.to(x.dtype) - x)
-    return np.ascontiguousarray(y[0].clamp(0.0, 1.0).permute(1, 2, 0).numpy(), dtype=np.float32)
+    out = np.ascontiguousarray(y[0].clamp(0.0, 1.0).permute(1, 2, 0).numpy(), dtype=np.float32)
+    return out, dataclasses.replace(stats, seconds=seconds, passes=4 if tta else 1, tone_lock_sigma=locked)
 
 
-def make_deblur_fn(
+def deblur_array(
+    pixels: np.ndarray,
     model: Any,
     *,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
     tile: str | int = "auto",
     overlap: int | None = None,
-    info: dict[str, Any] | None = None,
+    tone_lock: bool | None = None,
     tta: bool = False,
     strength: float = 1.0,
-) -> Callable[[Photo], np.ndarray]:
-    """A ``process(photo) -> pixels`` function for :func:`defocus_cli.batch.run_batch` (arguments as in
-    :func:`deblur_array`); a bad ``strength`` is refused here, before any photo."""
+) -> np.ndarray:
+    """Deblur one image held in memory: :func:`load_restorer` then :func:`restore_array` (for many images,
+    load the restorer once and call :func:`restore_array` or :func:`make_deblur_fn`).
+
+    Args:
+        pixels: float ``(H, W, 3)`` RGB in ``[0, 1]`` (e.g. ``Photo.pixels``).
+        model: a :class:`~defocus_cli.weights.LoadedModel`, an engine ``nn.Module`` (engine contract) or a host
+            engine such as :class:`defocus_cli.backends.openvino.OpenVINOEngine` (then ``precision`` is its own).
+        device, precision, tile, overlap: see :func:`load_restorer`.
+        tone_lock, tta, strength: see :func:`restore_array`.
+
+    Returns:
+        float32 ``(H, W, 3)`` RGB in ``[0, 1]``.
+    """
     strength = check_strength(strength)
+    restorer = load_restorer(model, device=device, precision=precision, tile=tile, overlap=overlap)
+    return restore_array(pixels, restorer, tone_lock=tone_lock, tta=tta, strength=strength)[0]
 
-    def process(photo: Photo) -> np.ndarray:
-        return deblur_array(photo.pixels, model, device=device, precision=precision, tile=tile, overlap=overlap,
-                            info=info, tta=tta, strength=strength)
 
-    return process
+class DeblurFn:
+    """``process(photo) -> pixels`` for :func:`defocus_cli.batch.run_batch`, made by :func:`make_deblur_fn`.
+
+    Attributes:
+        restorer: the :class:`~defocus_cli.restorer.Restorer` it runs.
+        last_stats: the :class:`~defocus_cli.restorer.RunStats` of the latest photo, ``None`` before the first.
+    """
+
+    def __init__(self, restorer: Restorer, *, tta: bool, strength: float, tone_lock: bool | None) -> None:
+        self.restorer = restorer
+        self.tta = tta
+        self.strength = strength
+        self.tone_lock = tone_lock
+        self.last_stats: RunStats | None = None
+
+    def __call__(self, photo: Photo) -> np.ndarray:
+        """``photo.pixels`` ``(H, W, 3)`` RGB in [0, 1] → the deblurred float32 ``(H, W, 3)`` in [0, 1]."""
+        out, self.last_stats = restore_array(photo.pixels, self.restorer, tone_lock=self.tone_lock, tta=self.tta,
+                                             strength=self.strength)
+        return out
+
+
+def make_deblur_fn(
+    restorer: Restorer, *, tta: bool = False, strength: float = 1.0, tone_lock: bool | None = None
+) -> DeblurFn:
+    """A ``process(photo) -> pixels`` function for :func:`defocus_cli.batch.run_batch` (arguments as in
+    :func:`restore_array`); a bad ``strength`` is refused here, before any photo."""
+    return DeblurFn(restorer, tta=tta, strength=check_strength(strength), tone_lock=tone_lock)
 
 
 def deblur_photo(
@@ -211,11 +305,10 @@ def deblur_photo(
     Returns:
         float32 ``(H, W, 3)`` RGB in ``[0, 1]``, upright.
     """
+    strength = check_strength(strength)
     photo = src if isinstance(src, Photo) else read_photo(src)
-    if model is None or isinstance(model, str):
-        model = load_model(model)
-    result = deblur_array(photo.pixels, model, device=device, precision=precision, tile=tile, overlap=overlap,
-                          strength=strength)
+    restorer = load_restorer(model, device=device, precision=precision, tile=tile, overlap=overlap)
+    result, _ = restore_array(photo.pixels, restorer, strength=strength)
     if output is not None:
         write_photo(output, result, photo, fmt=fmt, quality=quality, strip_metadata=strip_metadata)
     return result

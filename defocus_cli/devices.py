@@ -126,8 +126,9 @@ def cpu_has_native_bf16() -> bool:
 
 
 def _safe(module: Any) -> tuple[str, ...]:
-    safe = tuple(getattr(module, "safe_precisions", ("fp32",)) or ("fp32",))
-    return safe if "fp32" in safe else ("fp32", *safe)
+    from defocus_cli.runtime import engine_traits
+
+    return engine_traits(module).safe_precisions
 
 
 def _engine_name(module: Any) -> str:

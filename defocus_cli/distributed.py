@@ -167,7 +167,7 @@ class DeblurWorker:
 
     def __init__(self, engine: EngineSettings, opts: BatchOptions) -> None:
         self.opts = opts
-        self.info: dict[str, Any] = {}
+        self.process: Any = None
         self.engine: dict[str, Any] = {}
         self.fatal: DefocusError | None = None
         try:
@@ -176,17 +176,15 @@ class DeblurWorker:
             self.fatal = e
 
     def _load(self, engine: EngineSettings) -> None:
-        from defocus_cli import api, devices, runtime, weights
+        from defocus_cli import api
 
-        runtime.tune_allocator()
-        dev = devices.resolve_device(engine.device)
-        loaded = weights.load_model(engine.model, weights_file=engine.weights_file, task="deblur")
-        prec = devices.resolve_precision(engine.precision, loaded.module, dev)
-        self.process = api.make_deblur_fn(loaded.module, device=dev, precision=prec, tile=api.parse_tile(engine.tile),
-                                          overlap=engine.overlap, info=self.info, tta=engine.tta,
-                                          strength=engine.strength)
-        self.engine = {"model": loaded.name, "weights_sha256": loaded.sha256, "device": str(dev), "precision": prec}
-        log.info("worker %d: %s on %s (%s)", os.getpid(), loaded.name, dev, prec)
+        restorer = api.load_restorer(engine.model, weights=engine.weights_file, device=engine.device,
+                                     precision=engine.precision, tile=engine.tile, overlap=engine.overlap)
+        self.process = api.make_deblur_fn(restorer, tta=engine.tta, strength=engine.strength)
+        o = restorer.options
+        self.engine = {"model": o.name, "weights_sha256": o.weights_sha256, "device": str(o.device),
+                       "precision": o.precision}
+        log.info("worker %d: %s on %s (%s)", os.getpid(), o.name, o.device, o.precision)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out: dict[str, list[Any]] = {k: [] for k in ("index", "status", "error", "seconds", "extra", "engine")}
@@ -204,8 +202,9 @@ class DeblurWorker:
             out["error"].append(item.error or "")
             out["seconds"].append(math.nan if item.seconds is None else float(item.seconds))
             out["extra"].append(json.dumps(item.extra))
-            out["engine"].append(json.dumps({**self.engine, "tile": self.info.get("tile"),
-                                             "overlap": self.info.get("overlap")}))
+            stats = self.process.last_stats if self.process is not None else None
+            out["engine"].append(json.dumps({**self.engine, "tile": stats.tile if stats else None,
+                                             "overlap": stats.overlap if stats else None}))
         return {"index": np.asarray(out["index"], dtype=np.int64), "seconds": np.asarray(out["seconds"], np.float64),
                 **{k: np.asarray(out[k], dtype=object) for k in ("status", "error", "extra", "engine")}}
 

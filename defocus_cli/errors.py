@@ -35,6 +35,19 @@ class UsageError(DefocusError):
     """The request itself is wrong (bad option value, colliding outputs, unknown model)."""
 
 
+class ShapeError(UsageError):
+    """A tensor handed to an engine does not have the shape or type it needs (a usage error).
+
+    The message names both: ``expected (N, 3, H, W) float tensor on the CPU, got (3, 64, 64) torch.float32 on
+    cpu``. Raised by :meth:`defocus_cli.restorer.Restorer.run` before any work.
+    """
+
+    def __init__(self, expected: str, got: str) -> None:
+        super().__init__(f"expected {expected}, got {got}")
+        self.expected = expected
+        self.got = got
+
+
 class WeightsError(DefocusError):
     """Weights unavailable: offline and not cached, download failed, sha256 mismatch, bad file."""
 

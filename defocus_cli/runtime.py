@@ -31,13 +31,14 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from defocus_cli.devices import autocast_context
 from defocus_cli.errors import DeviceError, UsageError
-from defocus_cli.tiling import best_tile_for_area, plan_tiles, round_up, run_tiled
+from defocus_cli.tiling import TilePlan, best_tile_for_area, plan_tiles, round_up, run_tiled
 
 log = logging.getLogger(__name__)
 
@@ -197,10 +198,10 @@ def memory_budget(device: torch.device, image_pixels: int, channels: int = 3) ->
 
 def engine_bytes_per_pixel(module: Any, precision: str) -> float:
     """Estimated peak working bytes per input pixel of ``module`` at ``precision``."""
-    bpp = float(getattr(module, "bytes_per_pixel", DEFAULT_BYTES_PER_PIXEL) or DEFAULT_BYTES_PER_PIXEL)
-    if is_host_engine(module):  # measured for the precision it was compiled in
-        return bpp
-    return bpp * PRECISION_MEMORY_FACTOR.get(precision, 1.0)
+    traits = engine_traits(module)
+    if traits.host_engine:  # measured for the precision it was compiled in
+        return traits.bytes_per_pixel
+    return traits.bytes_per_pixel * PRECISION_MEMORY_FACTOR.get(precision, 1.0)
 
 
 def min_tile(overlap: int, multiple_of: int) -> int:
@@ -214,7 +215,7 @@ def auto_tile(
     """Tile for ``tile="auto"``: 0 (whole image) when it fits the memory budget, else the ``(tile_h, tile_w)``
     (multiples of the engine's ``multiple_of``, at least :func:`min_tile`) whose working memory fits and that
     wastes the least work on overlaps (see :func:`defocus_cli.tiling.best_tile_for_area`)."""
-    m = int(getattr(module, "multiple_of", 1) or 1)
+    m = engine_traits(module).multiple_of
     hp, wp = round_up(height, m), round_up(width, m)
     budget = memory_budget(device, height * width, channels)
     bpp = engine_bytes_per_pixel(module, precision)
@@ -236,6 +237,24 @@ def auto_tile(
         "x".join(map(str, t)) if isinstance(t, tuple) else t, width, height, device, budget / 1e9, bpp, precision,
     )
     return t
+
+
+def parse_tile(value: str | int) -> str | int:
+    """A ``--tile`` value: ``"auto"`` → ``"auto"``; ``"0"``/``0`` → 0 (whole image); ``"512"``/``512`` → 512.
+
+    Raises:
+        UsageError: anything else (negative, not a number).
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise UsageError(f"--tile must be auto, 0 or a positive number of pixels, got {value}")
+        return value
+    v = str(value).strip().lower()
+    if v == "auto":
+        return "auto"
+    if v.isdigit():
+        return int(v)
+    raise UsageError(f"--tile must be auto, 0 or a positive number of pixels, got {value!r}")
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -312,6 +331,143 @@ def _no_grad_inference() -> Iterator[None]:
 EngineFn = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
 
 
+@dataclass(frozen=True)
+class EngineTraits:
+    """What the runtime reads from an engine, read once (:func:`engine_traits`), never again by ``getattr``.
+
+    Attributes:
+        multiple_of: size multiple the engine needs; inputs are padded to it and tiles aligned to it (≥ 1).
+        receptive_field: context pixels per tile side for near-seamless tiles (the default overlap, ≥ 0).
+        safe_precisions: precisions the engine is validated in (always starts with ``"fp32"``).
+        bytes_per_pixel: fp32 peak working bytes per input pixel (a host engine: at its own precision).
+        host_engine: not a ``torch.nn.Module`` but a CPU callable with its own runtime (e.g. OpenVINO).
+        precision: a host engine's compiled precision (``None`` for a torch network).
+        tone_lock_sigma: the weights' tone-lock σ in pixels (0 = none).
+    """
+
+    multiple_of: int = 1
+    receptive_field: int = 0
+    safe_precisions: tuple[str, ...] = ("fp32",)
+    bytes_per_pixel: float = DEFAULT_BYTES_PER_PIXEL
+    host_engine: bool = False
+    precision: str | None = None
+    tone_lock_sigma: float = 0.0
+
+
+def engine_traits(module: Any) -> EngineTraits:
+    """The :class:`EngineTraits` of ``module`` (an engine ``nn.Module`` following the contract in
+    :mod:`defocus_cli.archs`, or a host engine): the one place that reads engine attributes, with their
+    defaults for engines that do not declare them."""
+    safe = tuple(getattr(module, "safe_precisions", ("fp32",)) or ("fp32",))
+    host = is_host_engine(module)
+    return EngineTraits(
+        multiple_of=max(1, int(getattr(module, "multiple_of", 1) or 1)),
+        receptive_field=max(0, int(getattr(module, "receptive_field", 0) or 0)),
+        safe_precisions=safe if "fp32" in safe else ("fp32", *safe),
+        bytes_per_pixel=float(getattr(module, "bytes_per_pixel", DEFAULT_BYTES_PER_PIXEL) or DEFAULT_BYTES_PER_PIXEL),
+        host_engine=host,
+        precision=str(getattr(module, "precision", "fp32")) if host else None,
+        tone_lock_sigma=float(getattr(module, "tone_lock_sigma", 0.0) or 0.0),
+    )
+
+
+@dataclass(frozen=True)
+class TiledRun:
+    """What :func:`run_tiles` did: the window size it ended with (0 = whole image; an automatic tile may have
+    shrunk after out-of-memory), how many out-of-memory retries that took, and the plan of the last pass."""
+
+    tile: int | tuple[int, int]
+    oom_retries: int
+    plan: TilePlan
+
+
+def run_tiles(
+    module: Any,
+    x: torch.Tensor,
+    *,
+    device: torch.device,
+    precision: str,
+    tile: int | str,
+    overlap: int,
+    traits: EngineTraits,
+    fn: EngineFn | None = None,
+    clamp: bool = False,
+    blend: int | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> tuple[torch.Tensor, TiledRun]:
+    """The engine loop, arguments already validated (by :func:`run_engine` or
+    :class:`defocus_cli.restorer.Restorer`): tiles of ``x`` to ``device`` under ``torch.inference_mode`` and
+    autocast, out-of-memory retry for ``tile="auto"``, results blended on the host.
+
+    Args:
+        module: the engine (moved to ``device``, eval, channels_last, in place; a host engine is only called).
+        x: ``(N, C, H, W)`` float32 CPU tensor; stays on the host.
+        device, precision: resolved (precision ``"fp32"``/``"bf16"``/``"fp16"``; a host engine's own is ignored).
+        tile: ``"auto"``, 0 (whole image) or a tile size in pixels (explicit: never changed).
+        overlap: context pixels per tile side (≥ 0).
+        traits: ``module``'s :class:`EngineTraits`.
+        fn: ``fn(module, tile) -> tile`` instead of ``module(tile)``.
+        clamp: clamp every engine output to ``[0, 1]`` (images) before blending.
+        blend, on_tile: see :func:`defocus_cli.tiling.run_tiled`.
+
+    Returns:
+        ``(N, C_out, H, W)`` float32 CPU tensor and a :class:`TiledRun`.
+
+    Raises:
+        DeviceError: out of memory with an explicit tile, or even at the smallest automatic tile.
+    """
+    tune_allocator()
+    if device.type == "cpu":
+        configure_threads()
+    m, ov, host_engine = traits.multiple_of, overlap, traits.host_engine
+    _, c, h, w = x.shape
+    explicit = not isinstance(tile, str)
+    t: int | tuple[int, int] = int(tile) if explicit else 0
+    if not host_engine:
+        prepare_module(module, device)
+    if not explicit:
+        t = auto_tile(module, h, w, device, precision, ov, c)
+    call = fn if fn is not None else (lambda mod, xt: mod(xt))
+
+    def tile_fn(xt: torch.Tensor) -> torch.Tensor:
+        if host_engine:
+            y = call(module, xt)
+        else:
+            xd = xt.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            with autocast_context(device, precision):
+                y = call(module, xd)
+            y = y.to(device="cpu", dtype=torch.float32)
+        return y.clamp(0.0, 1.0) if clamp else y
+
+    retries = 0
+    while True:
+        try:
+            with _no_grad_inference():
+                out = run_tiled(tile_fn, x, t, ov, m, blend=blend, on_tile=on_tile)
+            break
+        except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+            if not is_oom(e):
+                raise
+            _free_device_memory(device)
+            what = "the whole image" if t == 0 else f"tile {_tile_str(t)}"
+            smaller = next_smaller_tile(t, h, w, ov, m)
+            if explicit:
+                hint = f"--tile {smaller}" if smaller else "--device cpu"
+                raise DeviceError(
+                    f"out of memory on {device} with {what} ({w}x{h} image, --tile {t}); "
+                    f"try a smaller tile such as {hint}, or --tile auto"
+                ) from None
+            if smaller is None:
+                raise DeviceError(
+                    f"out of memory on {device} even with the smallest tile {_tile_str(t)} (overlap {ov}); "
+                    "free device memory, lower --overlap, or use --device cpu"
+                ) from None
+            retries += 1
+            log.warning("out of memory on %s with %s; retrying with tile %s", device, what, _tile_str(smaller))
+            t = smaller
+    return out, TiledRun(t, retries, plan_tiles(h, w, t, ov, m))
+
+
 def run_engine(
     module: torch.nn.Module,
     x: torch.Tensor,
@@ -325,12 +481,14 @@ def run_engine(
     info: dict[str, Any] | None = None,
     on_tile: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """Run ``module`` over ``x`` tile by tile on ``device``.
+    """Run ``module`` over ``x`` tile by tile on ``device``: the general form for engines that are not
+    image → image (defocus maps: ``fn``, other channel counts, no clamp). Deblurring goes through
+    :class:`defocus_cli.restorer.Restorer`.
 
     Args:
         module: the engine (``nn.Module`` following the engine contract in :mod:`defocus_cli.archs`); it is
-            moved to ``device`` in eval mode and channels_last (in place). Its ``multiple_of``,
-            ``receptive_field`` and optional ``bytes_per_pixel`` attributes steer the tiling.
+            moved to ``device`` in eval mode and channels_last (in place). Its traits (:func:`engine_traits`)
+            steer the tiling.
         x: ``(N, C, H, W)`` float32 **CPU** tensor (images: RGB in [0, 1]). It stays on the host.
         device: where the tiles run (see :func:`defocus_cli.devices.resolve_device`).
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (already resolved, see
@@ -346,7 +504,7 @@ def run_engine(
         on_tile: progress callback ``(done, total)``.
 
     Returns:
-        ``(N, C_out, H, W)`` float32 CPU tensor (``C_out`` is whatever ``fn`` returns, 3 for deblurring).
+        ``(N, C_out, H, W)`` float32 CPU tensor (``C_out`` is whatever ``fn`` returns).
 
     Raises:
         UsageError: bad ``tile``/``overlap`` or input tensor.
@@ -357,74 +515,21 @@ def run_engine(
         raise UsageError(
             f"run_engine expects a float (N, C, H, W) CPU tensor, got {tuple(x.shape)} {x.dtype} on {x.device}"
         )
-    host_engine = is_host_engine(module)
-    if precision not in PRECISION_MEMORY_FACTOR and not host_engine:
+    traits = engine_traits(module)
+    if precision not in PRECISION_MEMORY_FACTOR and not traits.host_engine:
         raise UsageError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
-    if host_engine and dev.type != "cpu":
+    if traits.host_engine and dev.type != "cpu":
         raise DeviceError(f"{type(module).__name__} runs on the CPU only, not {dev}; use --device cpu")
-    x = x.float()
-    tune_allocator()
-    if dev.type == "cpu":
-        configure_threads()
-    m = int(getattr(module, "multiple_of", 1) or 1)
-    ov = int(getattr(module, "receptive_field", 0) or 0) if overlap is None else int(overlap)
+    ov = traits.receptive_field if overlap is None else int(overlap)
     if ov < 0:
         raise UsageError(f"--overlap must be >= 0, got {overlap}")
-    _, c, h, w = x.shape
-    explicit = not (isinstance(tile, str) and tile.strip().lower() == "auto")
-    t: int | tuple[int, int] = 0
-    if explicit:
-        try:
-            t = int(tile)
-        except (TypeError, ValueError):
-            raise UsageError(f"--tile must be auto, 0 or a positive number of pixels, got {tile!r}") from None
-        if t < 0:  # type: ignore[operator]
-            raise UsageError(f"--tile must be auto, 0 or a positive number of pixels, got {tile!r}")
-    if not host_engine:
-        prepare_module(module, dev)
-    if not explicit:
-        t = auto_tile(module, h, w, dev, precision, ov, c)
-    call = fn if fn is not None else (lambda mod, xt: mod(xt))
-
-    def tile_fn(xt: torch.Tensor) -> torch.Tensor:
-        if host_engine:
-            return call(module, xt)
-        xd = xt.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with autocast_context(dev, precision):
-            y = call(module, xd)
-        return y.to(device="cpu", dtype=torch.float32)
-
-    retries = 0
-    while True:
-        try:
-            with _no_grad_inference():
-                out = run_tiled(tile_fn, x, t, ov, m, blend=blend, on_tile=on_tile)
-            break
-        except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
-            if not is_oom(e):
-                raise
-            _free_device_memory(dev)
-            what = "the whole image" if t == 0 else f"tile {_tile_str(t)}"
-            smaller = next_smaller_tile(t, h, w, ov, m)
-            if explicit:
-                hint = f"--tile {smaller}" if smaller else "--device cpu"
-                raise DeviceError(
-                    f"out of memory on {dev} with {what} ({w}x{h} image, --tile {t}); "
-                    f"try a smaller tile such as {hint}, or --tile auto"
-                ) from None
-            if smaller is None:
-                raise DeviceError(
-                    f"out of memory on {dev} even with the smallest tile {_tile_str(t)} (overlap {ov}); "
-                    "free device memory, lower --overlap, or use --device cpu"
-                ) from None
-            retries += 1
-            log.warning("out of memory on %s with %s; retrying with tile %s", dev, what, _tile_str(smaller))
-            t = smaller
+    out, run = run_tiles(module, x.float(), device=dev, precision=precision, tile=parse_tile(tile), overlap=ov,
+                         traits=traits, fn=fn, blend=blend, on_tile=on_tile)
     if info is not None:
-        plan = plan_tiles(h, w, t, ov, m)
+        plan = run.plan
         info.update(
             tile=0 if plan.count == 1 else max(plan.tile_h, plan.tile_w),
-            tile_hw=[plan.tile_h, plan.tile_w], overlap=ov, tiles=plan.count, oom_retries=retries,
+            tile_hw=[plan.tile_h, plan.tile_w], overlap=ov, tiles=plan.count, oom_retries=run.oom_retries,
             precision=precision, device=str(dev),
         )
     return out

@@ -198,3 +198,50 @@ def test_python_api_deblur_photo(tmp_path: Path) -> None:
     assert out.shape == (12, 10, 3) and out.dtype == np.float32
     np.testing.assert_allclose(out, read_photo(src).pixels, atol=1e-6)
     assert Image.open(tmp_path / "out.jpg").format == "JPEG"
+
+
+# ------------------------------------------------------------------------------------------------
+# the engine boundary: the command hands its options to api.load_restorer, once, unchanged
+
+
+def test_cli_passes_its_options_to_load_restorer_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import _make_engine
+    from defocus_cli import api
+    from defocus_cli.restorer import Restorer
+
+    calls: list[tuple[tuple[object, ...], dict[str, object]]] = []
+
+    def fake(*args: object, **kwargs: object) -> Restorer:
+        calls.append((args, kwargs))
+        return Restorer.create(_make_engine("identity"), device="cpu", precision="fp32", tile=256, name="fake",
+                               weights_sha256="f" * 64)
+
+    monkeypatch.setattr(api, "load_restorer", fake)
+    for name in ("a", "b"):
+        Image.fromarray(smooth_rgb(20, 24, seed=3)).save(tmp_path / f"{name}.png")
+    r = run(str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--tile", "256", "--device", "cpu",
+            "--precision", "fp32", "--json")
+    assert r.exit_code == 0, r.output
+    assert calls == [((None,), {"weights": None, "device": "cpu", "precision": "fp32", "tile": 256,
+                                "overlap": None, "backend": "auto"})]
+    doc = json.loads(r.stdout)
+    assert (doc["model"], doc["weights_sha256"], doc["device"], doc["precision"], doc["backend"], doc["tile"],
+            doc["overlap"]) == ("fake", "f" * 64, "cpu", "fp32", "torch", 0, 2)
+
+
+def test_cli_deblur_reaches_the_engine_only_through_api() -> None:
+    """``cli/deblur.py`` imports ``api`` and ``batch`` from the library's task layer, no engine module."""
+    import ast
+
+    import defocus_cli.cli.deblur as mod
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(Path(mod.__file__).read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module == "defocus_cli":
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    assert {"api", "batch"} <= names
+    engine = {"runtime", "devices", "weights", "backends", "restorer", "tiling", "defocus_cli.runtime",
+              "defocus_cli.devices", "defocus_cli.weights", "defocus_cli.backends", "defocus_cli.restorer"}
+    assert not names & engine, names & engine

@@ -157,17 +157,16 @@ def test_openvino_matches_torch_fp32(loaded: Any, photo: np.ndarray, precision: 
 def test_tone_lock_is_applied_on_the_openvino_path(loaded: Any, photo: np.ndarray) -> None:
     import torch
 
-    from defocus_cli.api import deblur_array
+    from defocus_cli.api import deblur_array, load_restorer, restore_array
     from defocus_cli.backends.openvino import load_engine
     from defocus_cli.tone import lock_tone
 
     eng = load_engine(loaded, "fp32")
     assert eng.tone_lock_sigma == loaded.module.tone_lock_sigma > 0
     x = photo[:160, :200]
-    info: dict[str, Any] = {}
-    locked = deblur_array(x, eng, device="cpu", tile=0, info=info)
+    locked, stats = restore_array(x, load_restorer(eng, device="cpu", tile=0))
     raw = deblur_array(x, eng, device="cpu", tile=0, tone_lock=False)
-    assert info["tone_lock_sigma"] == eng.tone_lock_sigma
+    assert stats.tone_lock_sigma == eng.tone_lock_sigma
     t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None]  # noqa: E731
     expect = lock_tone(t(raw), t(x), eng.tone_lock_sigma)[0].permute(1, 2, 0).numpy()
     assert np.abs(locked - expect).max() < 1e-5
@@ -189,15 +188,14 @@ def test_odd_sizes_keep_their_shape_and_match_torch(loaded: Any, photo: np.ndarr
 
 @needs_ov
 def test_tiled_equals_whole(loaded: Any, photo: np.ndarray) -> None:
-    from defocus_cli.api import deblur_array
+    from defocus_cli.api import deblur_array, load_restorer, restore_array
     from defocus_cli.backends.openvino import load_engine
 
     eng = load_engine(loaded, "fp32")
     x = photo[:300, :400]
-    info: dict[str, Any] = {}
-    tiled = deblur_array(x, eng, device="cpu", tile=192, info=info)
+    tiled, stats = restore_array(x, load_restorer(eng, device="cpu", tile=192))
     whole = deblur_array(x, eng, device="cpu", tile=0)
-    assert info["tiles"] > 1
+    assert stats.tiles > 1 and stats.precision == "fp32"
     assert _psnr(tiled, whole) >= 45.0
 
 
@@ -231,7 +229,7 @@ def test_ir_exported_from_other_weights_is_refused(loaded: Any, tmp_path: Path,
     monkeypatch.setattr(loaded, "spec", stale)
     with pytest.raises(WeightsError, match="tools/export_openvino.py --model sftnet"):
         ovb.load_engine(loaded, "fp32")
-    engine, _, choice = backends.select_engine(loaded, "auto", "auto", __import__("torch").device("cpu"))
+    engine, choice = backends.select_engine(loaded, "auto", "auto", __import__("torch").device("cpu"))
     assert choice.backend == "torch" and engine is loaded.module
     # 2. the IR file's own rt_info names other weights (registry pins refreshed for the edited file)
     files = spec.openvino["files"]["fp32"]

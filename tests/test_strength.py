@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import _make_engine
-from defocus_cli.api import check_strength, deblur_array, make_deblur_fn
+from defocus_cli.api import check_strength, deblur_array, load_restorer, make_deblur_fn
 from defocus_cli.cli import app
 from defocus_cli.errors import UsageError
 
@@ -46,7 +46,7 @@ def test_bad_strength_is_a_usage_error(pixels: np.ndarray, bad: object) -> None:
     with pytest.raises(UsageError, match="--strength"):
         check_strength(bad)  # type: ignore[arg-type]
     with pytest.raises(UsageError):
-        make_deblur_fn(_make_engine("identity"), strength=bad)  # type: ignore[arg-type]
+        make_deblur_fn(load_restorer(_make_engine("identity"), device="cpu"), strength=bad)  # type: ignore[arg-type]
 
 
 def test_cli_strength_0_writes_the_input_pixels_and_records_it(tmp_path: Path, use_engine) -> None:  # noqa: ANN001
@@ -82,13 +82,13 @@ def test_deblur_array_gives_the_engine_one_private_channels_last_copy(monkeypatc
 
     seen: list[bool] = []
     given: list[bool] = []
-    real = runtime.run_engine
+    real = runtime.run_tiles
 
-    def spy(module: torch.nn.Module, x: torch.Tensor, **kw: object) -> torch.Tensor:
+    def spy(module: torch.nn.Module, x: torch.Tensor, **kw: object) -> tuple[torch.Tensor, object]:
         given.append(x.is_contiguous(memory_format=torch.channels_last))
         return real(module, x, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(runtime, "run_engine", spy)
+    monkeypatch.setattr(runtime, "run_tiles", spy)
 
     class Scribbler(torch.nn.Module):
         multiple_of, receptive_field, safe_precisions = 1, 0, ("fp32",)

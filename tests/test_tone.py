@@ -67,17 +67,16 @@ def _sftnet_file(path, darken: float, **meta: str):  # noqa: ANN001, ANN202
 def test_weights_that_ask_for_the_lock_keep_the_input_tone(tmp_path, meta, locked) -> None:  # noqa: ANN001
     import numpy as np
 
-    from defocus_cli.api import deblur_array
+    from defocus_cli.api import deblur_array, load_restorer, restore_array
     from defocus_cli.weights import load_model
 
     lm = load_model(weights_file=_sftnet_file(tmp_path / "w.safetensors", 3 / 255, **meta))
     assert getattr(lm.module, "tone_lock_sigma", 0.0) == (24.0 if locked else 0.0)
     px = _detail(5, 64, 96)[0].permute(1, 2, 0).numpy()
-    info: dict = {}
-    out = deblur_array(px, lm, device="cpu", tile=0, info=info)
+    out, stats = restore_array(px, load_restorer(lm, device="cpu", tile=0))
     shift = float((out - px).mean() * 255)
     assert (abs(shift) < 0.2) == locked and (shift < -2.5) != locked
-    assert ("tone_lock_sigma" in info) == locked
+    assert stats.tone_lock_sigma == (24.0 if locked else None)
     # an explicit False always runs the network as it is; True locks even weights that do not ask
     off = deblur_array(px, lm, device="cpu", tile=0, tone_lock=False)
     on = deblur_array(px, lm, device="cpu", tile=0, tone_lock=True)

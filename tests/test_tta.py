@@ -59,13 +59,13 @@ def test_cli_tta_runs_the_engine_on_four_flips(tmp_path, use_engine, monkeypatch
 
     use_engine("sharpen")
     calls: list[tuple[int, ...]] = []
-    real = runtime.run_engine
+    real = runtime.run_tiles
 
     def counting(module, x, **kw):  # noqa: ANN001, ANN003, ANN202
         calls.append(tuple(x.shape))
         return real(module, x, **kw)
 
-    monkeypatch.setattr(runtime, "run_engine", counting)
+    monkeypatch.setattr(runtime, "run_tiles", counting)
     src = tmp_path / "a.png"
     Image.fromarray(smooth_rgb(32, 48, seed=2)).save(src)
     counts = []

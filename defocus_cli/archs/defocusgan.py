@@ -44,7 +44,6 @@ __all__ = [
     "blur_masks",
     "curriculum_weight",
     "flip_rgb_bgr",
-    "pad_to_multiple",
 ]
 
 #: CoC radius thresholds (px) that split the defocus map between the four branches in training.
@@ -183,17 +182,6 @@ def flip_rgb_bgr(x: torch.Tensor) -> torch.Tensor:
     return x.flip(1)
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
-    """Pad bottom/right so H and W are multiples of ``multiple``: reflect where the image is large enough,
-    replicate otherwise. Returns (padded, H, W) with the original H, W for cropping back."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return x, h, w
-    mode = "reflect" if (ph < h and pw < w) else "replicate"
-    return F.pad(x, [0, pw, 0, ph], mode=mode), h, w
-
-
 class _Pyramid:
     """Adaptive average pools of a path input, computed once per scale and shared by all branches."""
 
@@ -235,9 +223,9 @@ def blur_masks(defocus_map: torch.Tensor, thresholds: Sequence[float] = MASK_THR
 class DefocusGAN(nn.Module):
     """DefocusGAN generator, engine contract (see :mod:`defocus_cli.archs`).
 
-    ``forward(x)``: ``x`` ``(N, 3, H, W)`` RGB float in [0, 1], any H, W >= 1 → ``(N, 3, H, W)`` RGB in (0, 1).
-    Internally: RGB→BGR, pad bottom/right to a multiple of 16 (reflect; replicate for tiny images),
-    core network, crop back, BGR→RGB.
+    ``forward(x)``: ``x`` ``(N, 3, H, W)`` RGB float in [0, 1], H, W multiples of 16 → ``(N, 3, H, W)`` RGB in
+    (0, 1). Internally: RGB→BGR, core network, BGR→RGB; the engine (:class:`defocus_cli.restorer.Restorer`) pads
+    other sizes at the bottom/right and crops back.
     """
 
     #: the core network halves the size four times.
@@ -353,10 +341,10 @@ class DefocusGAN(nn.Module):
     # ---- public entry points ------------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Deblur ``x`` ``(N, 3, H, W)`` RGB [0, 1], any size → ``(N, 3, H, W)`` RGB (0, 1) (mask-free path)."""
-        bgr, h, w = pad_to_multiple(flip_rgb_bgr(x), self.multiple_of)
-        out = self.core(torch.cat([bgr, bgr], dim=1))
-        return flip_rgb_bgr(out[..., :h, :w])
+        """Deblur ``x`` ``(N, 3, H, W)`` RGB [0, 1], H, W multiples of 16 (the engine pads other sizes) →
+        ``(N, 3, H, W)`` RGB (0, 1) (mask-free path)."""
+        bgr = flip_rgb_bgr(x)
+        return flip_rgb_bgr(self.core(torch.cat([bgr, bgr], dim=1)))
 
     def forward_train(self, x: torch.Tensor, defocus_map: torch.Tensor, iter_num: float) -> torch.Tensor:
         """Training forward with the blur-mask curriculum (paper §"DefocusGAN Generator", notes §2.2).

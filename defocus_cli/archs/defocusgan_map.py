@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from defocus_cli.archs._dpkernels import dp_kernels, kernel_size
-from defocus_cli.archs.defocusgan import BranchStages, _conv, _Pyramid, flip_rgb_bgr, pad_to_multiple
+from defocus_cli.archs.defocusgan import BranchStages, _conv, _Pyramid, flip_rgb_bgr
 
 __all__ = ["DefocusMapNet", "BlurKernelBank", "COC_LIMIT"]
 
@@ -34,7 +34,7 @@ COC_LIMIT: float = 24.0
 class DefocusMapNet(nn.Module):
     """Dual-pixel defocus-map network (task ``map``).
 
-    ``forward(left, right)``: each ``(N, 3, H, W)`` RGB [0, 1], any H, W >= 1 → ``(N, 1, H, W)`` signed CoC
+    ``forward(left, right)``: each ``(N, 3, H, W)`` RGB [0, 1], H, W multiples of 16 (the runtime pads) → ``(N, 1, H, W)`` signed CoC
     radius in px of the input, in [-24, 24]: the **mean over the three output channels** of the official
     3-channel map (the official net predicts one radius per colour channel; they agree closely and the
     mean is less noisy). Sign: the official convention of the released weights (the learned map's sign is
@@ -84,13 +84,13 @@ class DefocusMapNet(nn.Module):
         return self.tail_hard(total).clamp(-COC_LIMIT, COC_LIMIT)
 
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-        """Map contract: ``left``, ``right`` ``(N, 3, H, W)`` RGB [0, 1], any size → ``(N, 1, H, W)`` signed
-        CoC radius (px), the mean of the official three channels. Pads to ×16 internally and crops back."""
+        """Map contract: ``left``, ``right`` ``(N, 3, H, W)`` RGB [0, 1], H, W multiples of 16 (the runtime,
+        :func:`defocus_cli.runtime.run_engine`, pads other sizes and crops back) → ``(N, 1, H, W)`` signed CoC
+        radius (px), the mean of the official three channels."""
         if left.shape != right.shape:
             raise ValueError(f"left and right views differ in shape: {tuple(left.shape)} vs {tuple(right.shape)}")
-        pair, h, w = pad_to_multiple(torch.cat([flip_rgb_bgr(left), flip_rgb_bgr(right)], dim=1), self.multiple_of)
-        out = self.forward_official(pair[:, :3], pair[:, 3:])
-        return out[..., :h, :w].mean(dim=1, keepdim=True)
+        out = self.forward_official(flip_rgb_bgr(left), flip_rgb_bgr(right))
+        return out.mean(dim=1, keepdim=True)
 
 
 class BlurKernelBank(nn.Module):

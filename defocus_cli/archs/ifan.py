@@ -17,7 +17,7 @@ Graph (all at 1/8 resolution unless stated)::
     filters     = F(g)                     # 1x1 conv to 17*(128*3*2) + 17*128 = 15,232 channels
     f           = IAC(fC, filters)         # 17 iterations of separable 3-tap filtering + bias + LeakyReLU
     f           = conv_res(f); upsample x2 (+f3), x2 (+f2), x2 (+f1) with residual blocks
-    y           = clip(out_res(f) + x, 0, 1)   # out_res keeps its LeakyReLU, as released
+    y           = out_res(f) + x           # out_res keeps its LeakyReLU, as released; the engine clips to [0, 1]
 
 IAC (iterative adaptive convolution), per iteration *i*: a vertical 3-tap pass (replicate-padded rows) with
 per-pixel, per-channel taps, then a horizontal 3-tap pass on its result, then the iteration's per-pixel bias and
@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["IFAN", "ResBlock", "iac_iteration", "pad_to_multiple", "DEFAULT_COC_PER_DME", "METADATA_KEY"]
+__all__ = ["IFAN", "ResBlock", "iac_iteration", "DEFAULT_COC_PER_DME", "METADATA_KEY"]
 
 _SLOPE = 0.1
 #: Ratio of a disc CoC radius to the dual-pixel disparity it produces (centroid distance of the two half-discs
@@ -131,21 +131,13 @@ def iac_iteration(f: torch.Tensor, k0: torch.Tensor, k1: torch.Tensor, k2: torch
     return F.leaky_relu(h + bias, _SLOPE)
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
-    """Replicate-pad ``x`` (N, C, H, W) at the bottom/right to multiples of ``multiple``; return it with H, W."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-    return x, h, w
-
-
 class IFAN(nn.Module):
     """IFAN deblurring engine (released N=17 configuration). See the module docstring.
 
-    ``forward(x)``: ``x`` float ``(N, 3, H, W)`` RGB in ``[0, 1]``, any ``H, W >= 1`` -> same shape, in ``[0, 1]``.
-    Inputs are replicate-padded at the bottom/right to multiples of 8 and cropped back (the official scripts
-    crop the input instead, so border pixels can differ slightly from the official tool's output).
+    ``forward(x)``: ``x`` float ``(N, 3, H, W)`` RGB in ``[0, 1]``, ``H, W`` multiples of 8 -> same shape, unclipped.
+    The engine (:class:`defocus_cli.restorer.Restorer`) pads other sizes at the bottom/right (reflect), clips to
+    ``[0, 1]`` and crops back (the official scripts crop the input instead, so border pixels can differ slightly
+    from the official tool's output).
     """
 
     #: Size multiple of the core network (three stride-2 stages).
@@ -252,14 +244,9 @@ class IFAN(nn.Module):
     # public API
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Deblur ``x`` (N, 3, H, W) RGB [0, 1] -> (N, 3, H, W) RGB [0, 1]."""
-        return self.forward_with_dme(x)[0]
-
-    def forward_with_dme(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Deblurred image (N, 3, H, W) in [0, 1] and the raw DME output (N, 1, ceil(H/8), ceil(W/8))."""
-        xp, h, w = pad_to_multiple(x, self.multiple_of)
-        y, d, _ = self.forward_train(xp)
-        return torch.clamp(y, 0.0, 1.0)[..., :h, :w], d
+        """Deblur ``x`` (N, 3, H, W) RGB [0, 1], H and W multiples of :attr:`multiple_of` → (N, 3, H, W), unclipped
+        (the engine, :class:`defocus_cli.restorer.Restorer`, pads, clamps to [0, 1] and crops)."""
+        return self.forward_train(x)[0]
 
     def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The whole network on ``x`` (N, 3, H, W) RGB [0, 1] with H, W multiples of 8 (no padding), unclipped.
@@ -277,13 +264,12 @@ class IFAN(nn.Module):
         return self.out_res(f) + x, d, g
 
     def dme(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw disparity-map-estimator output at 1/8 resolution: ``(N, 1, ceil(H/8), ceil(W/8))``.
+        """Raw disparity-map-estimator output at 1/8 resolution: ``(N, 1, H/8, W/8)``; H, W multiples of 8.
 
         Trained as the left->right dual-pixel disparity of the 1/8-downsampled views (inferred unit: pixels of the
         1/8-scale image; sign: the DP left/right convention of DPDD, front/back focus). Only the filter branch runs.
         """
-        xp, _, _ = pad_to_multiple(x, self.multiple_of)
-        return self.DME(self._encode("kconv", xp)[-1])
+        return self.DME(self._encode("kconv", x)[-1])
 
     @staticmethod
     def coc_per_dme_from_metadata(meta: Mapping[str, str]) -> float | None:
@@ -311,7 +297,8 @@ class IFAN(nn.Module):
             self.coc_per_dme = value
 
     def defocus_map(self, x: torch.Tensor) -> torch.Tensor:
-        """Signed defocus estimate ``(N, 1, H, W)``: approximate circle-of-confusion radius in input pixels.
+        """Signed defocus estimate ``(N, 1, H, W)`` (H, W multiples of 8; the runtime pads other sizes):
+        approximate circle-of-confusion radius in input pixels.
 
         The DME output is upsampled bilinearly to the input size and multiplied by :attr:`coc_per_dme`.
 

@@ -21,8 +21,8 @@ The paper's three sub-networks, kept; widths/depths/resolutions are ours (chosen
 Numbers (default configuration, measured with ``tests/test_sftnet.py``-style counting):
 **990,997 parameters** (284 tensors): map net 97,377, condition net 2,432, deblurring net 891,188;
 **69.1 GMAC per megapixel** (forward hooks over the conv layers, 512×512 input; the §3.2
-reconstruction is 1,734 GMAC/MP, so 25× fewer). Input sizes: any; padded internally (reflect)
-to a multiple of 4 and cropped back. ``γ_c`` pools over the whole input, so tiles of one photo see
+reconstruction is 1,734 GMAC/MP, so 25× fewer). Input sizes: multiples of 4 (the engine,
+:class:`defocus_cli.restorer.Restorer`, pads other sizes and crops back). ``γ_c`` pools over the whole input, so tiles of one photo see
 slightly different channel factors; the runtime's overlap hides it.
 """
 
@@ -174,7 +174,8 @@ class DeblurNet(nn.Module):
 
 
 class SFTNet(nn.Module):
-    """SFT-net engine. ``forward(x)``: ``(N, 3, H, W)`` RGB [0, 1], any H, W → same shape, [0, 1]."""
+    """SFT-net engine. ``forward(x)``: ``(N, 3, H, W)`` RGB [0, 1], H, W multiples of 4 → same shape, [0, 1]
+    (the clamp is part of the trained function: :meth:`restore`, whose output the trainer's losses see)."""
 
     multiple_of: int = 4
     #: Context per tile side (px). Tiled-vs-whole PSNR of the shipped weights at 1680x1120, tile 768
@@ -194,15 +195,6 @@ class SFTNet(nn.Module):
         self.cond = ConditionNet(cond_ch)
         self.deblur = DeblurNet(ch, n_blocks, cond_ch)
 
-    @staticmethod
-    def _pad(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-        h, w = x.shape[-2:]
-        ph, pw = (-h) % 4, (-w) % 4
-        if ph or pw:
-            mode = "reflect" if h > ph and w > pw else "replicate"
-            x = F.pad(x, (0, pw, 0, ph), mode=mode)
-        return x, h, w
-
     def map_lowres(self, x: torch.Tensor) -> torch.Tensor:
         """Unsigned CoC radius (px) at 1/4 resolution, ``(N, 1, H/4, W/4)``; H, W multiples of 4."""
         return self.dme(x)
@@ -212,8 +204,8 @@ class SFTNet(nn.Module):
         return (x + self.deblur(x, self.cond(map_lowres))).clamp(0, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xp, h, w = self._pad(x)
-        return self.restore(xp, self.map_lowres(xp))[..., :h, :w]
+        """Deblur ``x`` ``(N, 3, H, W)`` RGB [0, 1], H, W multiples of 4 → same shape, clamped to [0, 1]."""
+        return self.restore(x, self.map_lowres(x))
 
     def set_pool_window(self, cells: int | None) -> None:
         """Local (TLC) pooling of every SFT layer's channel factor over ``cells``² cells of the 1/4-resolution
@@ -223,7 +215,6 @@ class SFTNet(nn.Module):
                 m.pool_window = cells
 
     def defocus_map(self, x: torch.Tensor) -> torch.Tensor:
-        """Unsigned CoC radius in px of ``x``: ``(N, 1, H, W)`` float (bilinear from 1/4 resolution)."""
-        xp, h, w = self._pad(x)
-        m = F.interpolate(self.map_lowres(xp), size=xp.shape[-2:], mode="bilinear", align_corners=False)
-        return m[..., :h, :w]
+        """Unsigned CoC radius in px of ``x`` (H, W multiples of 4; the runtime pads other sizes): ``(N, 1, H, W)``
+        float (bilinear from 1/4 resolution)."""
+        return F.interpolate(self.map_lowres(x), size=x.shape[-2:], mode="bilinear", align_corners=False)

@@ -63,7 +63,8 @@ class ArchSpec:
             safetensors metadata of every weight file.
         target: ``"module:Class"`` of the network, imported lazily by :func:`defocus_cli.registry.load_class`.
         task: ``"deblur"`` (image in, image out) or ``"map"`` (DP pair in, defocus map out).
-        multiple_of: the size multiple the network pads its input to; tiles are aligned to it.
+        multiple_of: the size multiple the network needs; the engine pads inputs to it (reflect, replicate where
+            the image is too small) and aligns tiles to it.
         receptive_field: context pixels per tile side for near-seamless tiles (the default ``--overlap``).
         safe_precisions: the precisions the network is validated in, among :data:`PRECISIONS`.
         config: constructor settings a weight file's ``config`` metadata may set, with their ranges;

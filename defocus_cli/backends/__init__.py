@@ -196,8 +196,8 @@ def choose(
     raise UsageError(f"no OpenVINO precision of {model!r} passed its quality gate; use --backend torch")
 
 
-def select_engine(loaded: Any, backend: str, precision: str, device: Any) -> tuple[Any, str, Choice]:
-    """The engine to run for a loaded model: ``(engine, resolved precision, choice)``.
+def select_engine(loaded: Any, backend: str, precision: str, device: Any) -> tuple[Any, Choice]:
+    """The engine to run for a loaded model: ``(engine, choice)``.
 
     Args:
         loaded: a :class:`defocus_cli.weights.LoadedModel`.
@@ -205,15 +205,15 @@ def select_engine(loaded: Any, backend: str, precision: str, device: Any) -> tup
         device: the resolved ``torch.device``.
 
     Returns:
-        The torch network (precision resolved by :func:`defocus_cli.devices.resolve_precision`) or an
-        :class:`defocus_cli.backends.openvino.OpenVINOEngine`. When ``auto`` chose OpenVINO but its IR cannot be
-        loaded (files missing or not matching their pins), the torch network, with a warning.
+        The torch network (``choice.precision`` is then the user's request, resolved once by
+        :meth:`defocus_cli.restorer.Restorer.create`) or an :class:`defocus_cli.backends.openvino.OpenVINOEngine`
+        (``choice.precision`` its resolved precision). When ``auto`` chose OpenVINO but its IR cannot be loaded
+        (files missing or not matching their pins), the torch network, with a warning.
 
     Raises:
-        the errors of :func:`choose`, :func:`defocus_cli.devices.resolve_precision` and, for an explicit
-        OpenVINO request, :func:`defocus_cli.backends.openvino.load_engine`.
+        the errors of :func:`choose` and, for an explicit OpenVINO request,
+        :func:`defocus_cli.backends.openvino.load_engine`.
     """
-    from defocus_cli import devices
     from defocus_cli.errors import WeightsError
 
     spec = getattr(loaded, "spec", None)
@@ -224,14 +224,13 @@ def select_engine(loaded: Any, backend: str, precision: str, device: Any) -> tup
         from defocus_cli.backends.openvino import load_engine
 
         try:
-            return load_engine(loaded, choice.precision), choice.precision, choice
+            return load_engine(loaded, choice.precision), choice
         except WeightsError as e:
             if (backend or "auto").strip().lower() != "auto" or (precision or "").strip().lower() == "int8":
                 raise
             log.warning("%s; running the torch backend instead", e)
             choice = Choice("torch", "auto", str(e))
-    prec = devices.resolve_precision(choice.precision, loaded.module, device)
-    return loaded.module, prec, choice
+    return loaded.module, choice
 
 
 __all__ = ["select_engine", "BACKENDS", "OPENVINO_PRECISIONS", "INSTALL_HINT", "Choice", "choose", "cpu_class",

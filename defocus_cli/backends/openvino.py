@@ -10,8 +10,8 @@ the sha256 of the safetensors file they were exported from; the IR's own ``rt_in
 tensor ``(N, 3, h, w)``, RGB in [0, 1], ``h`` and ``w`` multiples of :attr:`~OpenVINOEngine.multiple_of`
 (the runtime pads to it, as for the torch network) → float32 CPU tensor of the same shape in [0, 1]
 (the network's own clamp is inside the IR). Tiling, padding, ``--tta``, the tone lock and ``--strength`` are
-applied by the same code as on the torch path (:func:`defocus_cli.runtime.run_engine`,
-:func:`defocus_cli.api.deblur_array`).
+applied by the same code as on the torch path (:class:`defocus_cli.restorer.Restorer`,
+:func:`defocus_cli.api.restore_array`).
 
 Only this module imports ``openvino``, and only inside functions.
 """
@@ -194,15 +194,17 @@ def load_engine(loaded: "LoadedModel", precision: str) -> OpenVINOEngine:
         raise WeightsError(f"{xml} was exported from weights sha256 {source[:12] or '(unknown)'}…, not the loaded "
                            f"{loaded.sha256[:12]}…; regenerate it with `python tools/export_openvino.py --model "
                            f"{spec.name}`")
-    module = loaded.module
-    bpp = (row.get("bytes_per_pixel") or {}).get(precision) or getattr(module, "bytes_per_pixel", 0) or 3000
+    from defocus_cli.runtime import engine_traits
+
+    traits = engine_traits(loaded.module)
+    bpp = (row.get("bytes_per_pixel") or {}).get(precision) or traits.bytes_per_pixel
     return OpenVINOEngine(
         compiled=compiled,
         precision=precision,
-        multiple_of=int(getattr(module, "multiple_of", 1) or 1),
-        receptive_field=int(getattr(module, "receptive_field", 0) or 0),
+        multiple_of=traits.multiple_of,
+        receptive_field=traits.receptive_field,
         bytes_per_pixel=float(bpp),
-        tone_lock_sigma=float(getattr(module, "tone_lock_sigma", 0.0) or 0.0),
+        tone_lock_sigma=traits.tone_lock_sigma,
         source_sha256=source,
     )
 

@@ -1,7 +1,8 @@
 """``defocus deblur``: remove defocus blur from photos with a trained network.
 
-A thin adapter: options → :mod:`defocus_cli.batch` (inputs, outputs, errors, JSON) around
-:func:`defocus_cli.api.make_deblur_fn` (device, precision, tiling through :mod:`defocus_cli.runtime`).
+A thin adapter: options → :mod:`defocus_cli.batch` (inputs, outputs, errors, JSON) around one
+:func:`defocus_cli.api.load_restorer` (model, backend, device, precision, tile, overlap resolved once) and
+:func:`defocus_cli.api.make_deblur_fn`.
 Torch, numpy and OpenCV are imported inside the command body only.
 """
 
@@ -129,35 +130,25 @@ def deblur(
                        *(it.output for it in items if it.output is not None)],
                       overwrite=overwrite, create_folders=False)
 
-    from defocus_cli.backends import BACKENDS
-
-    if backend.strip().lower() not in BACKENDS:  # a usage error before any work
-        from defocus_cli.errors import UsageError
-
-        raise UsageError(f"--backend must be auto, torch or openvino, got {backend!r}")
+    backend = api.parse_backend(backend)  # a usage error before any work
     header: dict[str, Any] = {"model": model, "weights_sha256": None, "device": None, "precision": None,
                               "backend": None, "tile": tile_value}
     if opts.shard is not None:
         header["shard"] = str(opts.shard)
     header["strength"] = strength
-    info: dict[str, Any] = {}
-    process = None
+    process: api.DeblurFn | None = None
     if batch.pending(items):
-        from defocus_cli import backends, devices, runtime, weights as weights_mod
-
-        runtime.tune_allocator()
-        dev = devices.resolve_device(device)
-        loaded = weights_mod.load_model(model, weights_file=weights, task="deblur")
-        engine, prec, choice = backends.select_engine(loaded, backend, precision, dev)
-        header.update(model=loaded.name, weights_sha256=loaded.sha256, device=str(dev), precision=prec,
-                      backend=choice.backend)
-        process = api.make_deblur_fn(engine, device=dev, precision=prec, tile=tile_value, overlap=overlap,
-                                     info=info, tta=tta, strength=strength)
+        restorer = api.load_restorer(model, weights=weights, device=device, precision=precision, tile=tile_value,
+                                     overlap=overlap, backend=backend)
+        o = restorer.options
+        header.update(model=o.name, weights_sha256=o.weights_sha256, device=str(o.device), precision=o.precision,
+                      backend=o.backend)
+        process = api.make_deblur_fn(restorer, tta=tta, strength=strength)
     with BatchProgress("deblurring", quiet=quiet) as bar:
         result = batch.run_batch(items, process or _nothing, opts, on_start=bar.start, on_item=bar.advance)
-    if info:
-        header["tile"] = info.get("tile", header["tile"])
-        header["overlap"] = info.get("overlap")
+    if process is not None and process.last_stats is not None:
+        header["tile"] = process.last_stats.tile
+        header["overlap"] = process.last_stats.overlap
     if report is not None:
         from defocus_cli.report import write_compare
 

@@ -73,6 +73,7 @@ def before_after_folder(module: torch.nn.Module, folder: str | Path, out: str | 
     import cv2
 
     from defocus_cli.data.datasets import list_images, read_image
+    from defocus_cli.train.common import forward_padded
 
     pairs = []
     for p in list_images(folder)[:max_images]:
@@ -81,6 +82,6 @@ def before_after_folder(module: torch.nn.Module, folder: str | Path, out: str | 
         if s < 1:
             a = cv2.resize(a, (round(a.shape[1] * s), round(a.shape[0] * s)), interpolation=cv2.INTER_AREA)
         x = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None]
-        b = module(x)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+        b = forward_padded(module, x)[0].clamp(0, 1).permute(1, 2, 0).numpy()
         pairs.append((p.stem, a, b))
     return save_png(out, before_after(pairs, crop))

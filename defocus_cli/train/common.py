@@ -90,6 +90,19 @@ def to_cpu(obj: Any) -> Any:
     return obj
 
 
+def forward_padded(module: Any, x: torch.Tensor, method: str | None = None) -> torch.Tensor:
+    """``module(x)`` (or ``module.<method>(x)``) for ``x`` ``(N, C, H, W)`` of any size, on ``x``'s device:
+    padded at the bottom/right to the module's ``multiple_of`` by the engine's padding
+    (:func:`defocus_cli.tiling.pad_to_multiple`) and cropped back to ``(N, C_out, H, W)``; not clamped. For
+    evaluations that call a network directly instead of through :class:`defocus_cli.restorer.Restorer`."""
+    from defocus_cli.runtime import engine_traits
+    from defocus_cli.tiling import pad_to_multiple
+
+    h, w = x.shape[-2:]
+    fn = getattr(module, method) if method else module
+    return fn(pad_to_multiple(x, engine_traits(module).multiple_of))[..., :h, :w]
+
+
 def module_device(module: Any) -> torch.device:
     """The device of ``module``'s first parameter or buffer (CPU for a plain callable or an empty module)."""
     if isinstance(module, torch.nn.Module):
@@ -241,7 +254,7 @@ def validate_lfdof(module: torch.nn.Module | Callable[[torch.Tensor], torch.Tens
             y, x = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
             inp, tgt = inp[y:y + crop, x:x + crop], tgt[y:y + crop, x:x + crop]
         x_t = torch.from_numpy(inp).permute(2, 0, 1)[None].contiguous().to(device)
-        out = module(x_t)[0].permute(1, 2, 0).clamp(0, 1).float().cpu().numpy()
+        out = forward_padded(module, x_t)[0].permute(1, 2, 0).clamp(0, 1).float().cpu().numpy()
         out = np.round(out * 255) / 255  # as a saved 8-bit result
         ps.append(metrics.psnr(out, tgt))
         ss.append(metrics.ssim(out, tgt))
@@ -317,7 +330,7 @@ def evaluate_for_card(module: torch.nn.Module | Callable[[torch.Tensor], torch.T
 
     def run_one(inp: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(inp.transpose(2, 0, 1)))[None].float().to(device)
-        y = module(x)[0].clamp(0, 1).permute(1, 2, 0).float().cpu().numpy()
+        y = forward_padded(module, x)[0].clamp(0, 1).permute(1, 2, 0).float().cpu().numpy()
         return np.round(y * 255) / 255
 
     out: dict[str, Any] = {}
@@ -333,7 +346,7 @@ def evaluate_for_card(module: torch.nn.Module | Callable[[torch.Tensor], torch.T
             pairs.append((inp, run_one(inp), syn["sharp"][i].permute(1, 2, 0).numpy()))
         out["synthetic"] = {**score(pairs), **sp}
         if hasattr(module, "defocus_map"):
-            maes = [float((module.defocus_map(syn["blur"][i:i + 1].to(device)).abs().cpu()
+            maes = [float((forward_padded(module, syn["blur"][i:i + 1].to(device), "defocus_map").abs().cpu()
                            - syn["coc"][i:i + 1].abs()).abs().mean())
                     for i in range(syn["blur"].shape[0])]
             out["synthetic"]["map_mae_px"] = float(np.mean(maes))

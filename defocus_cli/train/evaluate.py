@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from defocus_cli.train.common import forward_padded
+
 log = logging.getLogger(__name__)
 
 __all__ = ["load_trained", "score_lfdof", "score_synthetic", "score_map", "before_after_figure", "map_figure", "evaluate"]
@@ -56,7 +58,7 @@ def score_lfdof(model: torch.nn.Module, root: str | Path) -> dict[str, Any]:
     lp = load_lpips()
     rows = []
     for name, inp, tgt in lfdof_pairs(root):
-        out = np.round(_to_np(model(_to_t(inp))) * 255) / 255
+        out = np.round(_to_np(forward_padded(model, _to_t(inp))) * 255) / 255
         rows.append({"name": name, "psnr": metrics.psnr(out, tgt), "ssim": metrics.ssim(out, tgt),
                      "lpips": float(lp(_to_t(out), _to_t(tgt))[0]), "input_psnr": metrics.psnr(inp, tgt),
                      "input_ssim": metrics.ssim(inp, tgt), "input_lpips": float(lp(_to_t(inp), _to_t(tgt))[0])})
@@ -75,7 +77,7 @@ def score_synthetic(model: torch.nn.Module, test: dict[str, torch.Tensor]) -> di
                                                   "input_lpips")}
     for i in range(test["blur"].shape[0]):
         x, y = test["blur"][i:i + 1], test["sharp"][i:i + 1]
-        out = torch.from_numpy(np.round(_to_np(model(x)) * 255) / 255).permute(2, 0, 1)[None].float()
+        out = torch.from_numpy(np.round(_to_np(forward_padded(model, x)) * 255) / 255).permute(2, 0, 1)[None].float()
         for pre, im in (("", out), ("input_", x)):
             acc[pre + "psnr"].append(metrics.psnr(_to_np(im), _to_np(y)))
             acc[pre + "ssim"].append(metrics.ssim(_to_np(im), _to_np(y)))
@@ -102,7 +104,7 @@ def before_after_figure(model: torch.nn.Module, images: Sequence[str | Path], ou
     rows = []
     for p in images:
         img = read_image(p)
-        res = _to_np(model(_to_t(img)))
+        res = _to_np(forward_padded(model, _to_t(img)))
         h, w = img.shape[:2]
         c = min(crop, h, w)
         y, x = (h - c) // 2, (w - c) // 2

@@ -143,15 +143,15 @@ def _lr_at(step: int, total: int, peak: float, warmup: int = 50) -> float:
 def evaluate_synthetic(model: torch.nn.Module, test: dict[str, torch.Tensor]) -> dict[str, float]:
     """PSNR of output and input vs sharp, and the map's mean absolute CoC error (px) on a synthetic set (``test``:
     CPU tensors; the model runs on its own device)."""
-    from defocus_cli.train.common import module_device
+    from defocus_cli.train.common import forward_padded, module_device
 
     model.eval()
     device = module_device(model)
     outs, maps = [], []
     for i in range(test["blur"].shape[0]):
         x = test["blur"][i:i + 1].to(device)
-        outs.append(model(x).float().cpu())
-        maps.append(model.defocus_map(x).float().cpu())
+        outs.append(forward_padded(model, x).float().cpu())
+        maps.append(forward_padded(model, x, "defocus_map").float().cpu())
     out = torch.cat(outs)
     mp = torch.cat(maps)
     return {"syn_psnr": psnr_t(out, test["sharp"]), "syn_input_psnr": psnr_t(test["blur"], test["sharp"]),
@@ -177,7 +177,9 @@ class ToneLocked(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from defocus_cli.tone import lock_tone
 
-        y = self.model(x)
+        from defocus_cli.train.common import forward_padded
+
+        y = forward_padded(self.model, x)
         return lock_tone(y, x, self.sigma) if self.sigma > 0 else y
 
 
