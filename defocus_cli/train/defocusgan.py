@@ -49,7 +49,7 @@ from defocus_cli.metrics import psnr_from_mse
 log = logging.getLogger(__name__)
 
 __all__ = ["GANTrainConfig", "generator_loss", "identity_init", "pin_identity_grads", "tie_transposed_taps", "train",
-           "train_config", "config_from_options", "main"]
+           "train_config", "config_from_options"]
 
 ANNEAL_REFERENCE = 2e4
 """The official curriculum length (iterations) that ``anneal_steps`` is mapped onto."""

@@ -45,7 +45,7 @@ from defocus_cli.metrics import psnr_from_mse
 log = logging.getLogger(__name__)
 
 __all__ = ["IFANTrainConfig", "ReblurNet", "warp_horizontal", "init_identity", "ifan_loss",
-           "train", "train_config", "config_from_options", "main", "COC_PER_DME"]
+           "train", "train_config", "config_from_options", "COC_PER_DME"]
 
 #: Signed CoC radius (px, full resolution) per unit of the trained DME output (1/8-scale disparity):
 #: ``coc ≈ COC_PER_DME · d`` for weights trained by this module on the project's synthetic DP data.
