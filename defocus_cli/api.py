@@ -139,9 +139,8 @@ def load_restorer(
     from defocus_cli import backends, devices, runtime, weights as weights_mod
     from defocus_cli.restorer import Restorer
 
-    runtime.parse_tile(tile)  # option values before the (slow) load
-    if overlap is not None and overlap < 0:
-        raise UsageError(f"--overlap must be >= 0, got {overlap}")
+    runtime.parse_tile(tile)  # option values before the (slow) load; Restorer.create resolves them
+    runtime.parse_overlap(overlap)
     runtime.tune_allocator()  # before the weights are read, so that they are allocated with it
     dev = device if isinstance(device, torch.device) else devices.resolve_device(str(device))
     loaded = model

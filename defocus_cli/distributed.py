@@ -134,15 +134,14 @@ def check_engine(engine: EngineSettings) -> None:
     Raises:
         UsageError: bad option value or unknown model. WeightsError: unreadable weights file or no arch in it.
     """
-    from defocus_cli import api, registry, weights
+    from defocus_cli import api, registry, runtime, weights
     from defocus_cli.devices import PRECISIONS
 
     api.parse_tile(engine.tile)
     api.check_strength(engine.strength)
     if engine.precision not in ("auto", *PRECISIONS):
         raise UsageError(f"precision must be auto or one of {', '.join(PRECISIONS)}, got {engine.precision!r}")
-    if engine.overlap is not None and engine.overlap < 0:
-        raise UsageError(f"overlap must be >= 0, got {engine.overlap}")
+    runtime.parse_overlap(engine.overlap)
     if engine.weights_file is not None:
         weights.arch_of_file(engine.weights_file)
     elif engine.model is not None:

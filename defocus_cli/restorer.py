@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from defocus_cli import runtime
-from defocus_cli.errors import DeviceError, ShapeError, UsageError
+from defocus_cli.errors import DeviceError, ShapeError
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +133,7 @@ class Restorer:
         """
         from defocus_cli import devices
 
-        t = runtime.parse_tile(tile)
-        if overlap is not None and int(overlap) < 0:
-            raise UsageError(f"--overlap must be >= 0, got {overlap}")
+        t, ov = runtime.parse_tile(tile), runtime.parse_overlap(overlap)
         traits = runtime.engine_traits(engine)
         dev = device if isinstance(device, torch.device) else devices.resolve_device(str(device))
         if traits.host_engine:
@@ -145,7 +143,7 @@ class Restorer:
         else:
             prec = devices.resolve_precision(precision, engine, dev)
         options = RestorerOptions(
-            device=dev, precision=prec, tile=t, overlap=traits.receptive_field if overlap is None else int(overlap),
+            device=dev, precision=prec, tile=t, overlap=traits.receptive_field if ov is None else ov,
             traits=traits, name=name or type(engine).__name__, weights_sha256=weights_sha256, backend=backend,
         )
         log.debug("restorer: %s", options)

@@ -247,14 +247,25 @@ def parse_tile(value: str | int) -> str | int:
     """
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
-            raise UsageError(f"--tile must be auto, 0 or a positive number of pixels, got {value}")
+            raise UsageError(f"tile must be auto, 0 or a positive number of pixels, got {value}", param="tile")
         return value
     v = str(value).strip().lower()
     if v == "auto":
         return "auto"
     if v.isdigit():
         return int(v)
-    raise UsageError(f"--tile must be auto, 0 or a positive number of pixels, got {value!r}")
+    raise UsageError(f"tile must be auto, 0 or a positive number of pixels, got {value!r}", param="tile")
+
+
+def parse_overlap(value: int | None) -> int | None:
+    """An ``--overlap`` value: ``None`` (the engine's receptive field) or context pixels ≥ 0 per tile side.
+
+    Raises:
+        UsageError: a negative number.
+    """
+    if value is not None and int(value) < 0:
+        raise UsageError(f"overlap must be >= 0, got {value}", param="overlap")
+    return None if value is None else int(value)
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -520,9 +531,8 @@ def run_engine(
         raise UsageError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
     if traits.host_engine and dev.type != "cpu":
         raise DeviceError(f"{type(module).__name__} runs on the CPU only, not {dev}; use --device cpu")
-    ov = traits.receptive_field if overlap is None else int(overlap)
-    if ov < 0:
-        raise UsageError(f"--overlap must be >= 0, got {overlap}")
+    ov = parse_overlap(overlap)
+    ov = traits.receptive_field if ov is None else ov
     out, run = run_tiles(module, x.float(), device=dev, precision=precision, tile=parse_tile(tile), overlap=ov,
                          traits=traits, fn=fn, blend=blend, on_tile=on_tile)
     if info is not None:

@@ -138,6 +138,14 @@ def test_usage_errors_exit_2_before_loading_the_model(tmp_path: Path, use_engine
     assert r.exit_code == 2, (r.stdout, r.stderr)
     if extra[0] != "--precision":
         assert calls == []
+
+
+def test_tile_error_names_the_option(tmp_path: Path, use_engine) -> None:  # noqa: ANN001
+    use_engine("identity")
+    src = tmp_path / "a.png"
+    Image.fromarray(smooth_rgb(4, 4)).save(src)
+    r = run(str(src), "-o", str(tmp_path / "out.png"), "--tile", "big")
+    assert r.exit_code == 2 and "--tile must be auto, 0 or a positive number of pixels, got 'big'" in r.stderr, r.stderr
     assert not (tmp_path / "a_sharp.png").exists()
 
 
