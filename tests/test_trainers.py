@@ -166,6 +166,43 @@ def test_real_dp_crops_shapes_and_scenes(tmp_path: Path) -> None:
     assert not torch.equal(b["left"], b["right"])
 
 
+def test_real_dp_crops_pseudo_labels_follow_the_crop(tmp_path: Path) -> None:
+    """pseudo=True: the classical matcher's map and confidence are cropped (and flipped) with the views."""
+    from defocus_cli.map_classical import dp_radius_map_conf
+    from defocus_cli.train.defocusgan_map import RealDPCrops
+
+    root = _real_dp_folder(tmp_path / "dp", ("a",))
+    crops = RealDPCrops(str(root), "a", black=1024, scales="1.0", patch=40, seed=3, pseudo=True)
+    sa, sb, radius, conf = crops.views[0]
+    ref_r, ref_c = dp_radius_map_conf(sa, sb)
+    np.testing.assert_array_equal(radius, ref_r)
+    flips = set()
+    for _ in range(8):
+        b = crops.sample(1)
+        assert b["pseudo"].shape == (1, 1, 40, 40) and b["conf"].shape == (1, 1, 40, 40)
+        assert 0 <= float(b["conf"].min()) and float(b["conf"].max()) <= 1
+        left = b["left"][0, 0].numpy()
+        found = [(x, f) for x in range(9) for f in (False, True)
+                 if np.array_equal(left, sa[:, x:x + 40][::-1] if f else sa[:, x:x + 40])]
+        assert len(found) == 1, found  # the 40x48 views give 9 crop positions, each maybe flipped
+        x0, flipped = found[0]
+        want = ref_r[:, x0:x0 + 40][::-1] if flipped else ref_r[:, x0:x0 + 40]
+        np.testing.assert_array_equal(b["pseudo"][0, 0].numpy(), want)
+        flips.add(flipped)
+    assert flips == {True, False}
+    assert "pseudo" not in RealDPCrops(str(root), "a", black=1024, scales="1.0", patch=40).sample(1)
+
+
+def test_pseudo_label_loss_weights_by_confidence() -> None:
+    from defocus_cli.train.defocusgan_map import pseudo_label_loss
+
+    pred = torch.zeros(1, 1, 2, 2)
+    pseudo = torch.tensor([[[[1.0, 5.0], [1.0, 5.0]]]])
+    conf = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
+    assert pseudo_label_loss(pred, pseudo, conf).item() == pytest.approx(1.0)  # the 5 px pixels have no weight
+    assert pseudo_label_loss(pred, pseudo, torch.zeros_like(conf)).item() == 0.0
+
+
 def test_defocusgan_map_trainer_with_real_pairs(cache_file: Path, tmp_path: Path) -> None:
     """w_cross > 0 with real_dir: the cross re-blur term is logged in both phases, the real kernel banks are
     checkpointed, trained in the bank phase and stay blur kernels; grey turns the synthetic views grey."""
@@ -175,11 +212,12 @@ def test_defocusgan_map_trainer_with_real_pairs(cache_file: Path, tmp_path: Path
     root = _real_dp_folder(tmp_path / "dp")
     cfg = MapTrainConfig(run=str(tmp_path / "mr"), cache=[str(cache_file)], patch=32, batch=1, steps=2,
                          levels=6, map_first=1, alt_steps=1, export=None, real_dir=str(root), real_scales="1.0",
-                         real_batch=1, real_levels=4, w_cross=5.0, lr_bank=1e-2, grey=True)
+                         real_batch=1, real_levels=4, w_cross=5.0, lr_bank=1e-2, grey=True, w_pseudo=0.5)
     s = train_config(cfg)
     assert s["step"] == 2
     rows = [json.loads(line) for line in (tmp_path / "mr" / "log.jsonl").read_text().splitlines()]
     assert [r["phase"] for r in rows] == ["map", "bank"]
+    assert np.isfinite(rows[0]["pseudo"]) and "pseudo" not in rows[1]  # the pseudo-label term trains the map net
     assert all(np.isfinite(r["cross"]) for r in rows) and "real_abs_coc" in rows[0]
     ck = torch.load(tmp_path / "mr" / "last.pt", weights_only=True)
     ref = BlurKernelBank(4, view="left").state_dict()

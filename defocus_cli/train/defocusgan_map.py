@@ -26,6 +26,12 @@ What we do (documented in the model card):
   matters because ``K_L(−c) = K_R(c)``. A second pair of kernel banks (``real_levels`` levels) serves these
   pairs and is trained in the bank phases with the same projection, so the real camera's kernels are learned
   as in the paper, apart from the synthetic generator's.
+* **classical pseudo-labels on the real pairs** (``w_pseudo > 0``, needs ``real_dir``): the training-free DP
+  matcher (:func:`defocus_cli.map_classical.dp_radius_map_conf`: sub-pixel matching, confidence, edge-aware
+  propagation) is run once on every real pair at every scale; map steps add
+  ``w_pseudo · Σ conf·|ĉ − c_classical| / Σ conf`` on the same crops. No ground truth is used: it distils
+  the matcher's depth ordering (which holds across scenes) into the network, where the cross re-blur alone
+  leaves texture-following maps.
 * ``grey``: the synthetic views (and sharp image) are replaced by their green channel replicated to RGB, like a
   phone's green DP views.
 * **alternation**: ``map_first`` steps with the bank frozen, then windows of ``alt_steps`` steps switching
@@ -53,7 +59,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MapTrainConfig", "map_loss", "cross_reblur_loss", "RealDPCrops", "project_bank", "coc_error",
+__all__ = ["MapTrainConfig", "map_loss", "cross_reblur_loss", "pseudo_label_loss", "RealDPCrops", "project_bank", "coc_error",
            "train_config"]
 
 
@@ -92,6 +98,7 @@ class MapTrainConfig:
     real_levels: int = 13
     w_cross: float = 0.0
     w_real_tv: float = 1e-3
+    w_pseudo: float = 0.0
 
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
@@ -116,6 +123,18 @@ def cross_reblur_loss(pred: torch.Tensor, left: torch.Tensor, right: torch.Tenso
     return F.l1_loss(bank_r(_grey(left), pred), bank_l(_grey(right), pred))
 
 
+def pseudo_label_loss(pred: torch.Tensor, pseudo: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
+    """Confidence-weighted L1 of a predicted signed map to the classical matcher's map.
+
+    Args:
+        pred, pseudo: ``(N, 1, P, P)`` signed CoC radius (px).
+        conf: ``(N, 1, P, P)`` confidence of ``pseudo`` in [0, 1].
+    Returns:
+        scalar ``Σ conf·|pred − pseudo| / Σ conf`` (0 where no pixel is confident).
+    """
+    return (conf * (pred - pseudo).abs()).sum() / conf.sum().clamp_min(1e-6)
+
+
 class RealDPCrops:
     """Random crops of real raw DP pairs held in memory (for :func:`cross_reblur_loss`).
 
@@ -124,10 +143,13 @@ class RealDPCrops:
     (gain equalisation, tone curve) and kept at every factor of ``scales`` (INTER_AREA).
     :meth:`sample` → ``{"left", "right"}`` ``(B, 3, P, P)`` float32 [0, 1] (grey replicated to RGB), random
     position, scene and scale, random vertical flip (a horizontal flip would swap the views' roles).
+    With ``pseudo`` the classical matcher's signed radius (px at that scale) and confidence in [0, 1] of every
+    pair are computed once and cropped alongside: ``"pseudo"`` and ``"conf"``, each ``(B, 1, P, P)``.
     """
 
     def __init__(self, root: str, scenes: str | list[str] = "", black: float = 1024.0,
-                 scales: str | list[float] = "0.5,1.0", patch: int = 96, seed: int = 0) -> None:
+                 scales: str | list[float] = "0.5,1.0", patch: int = 96, seed: int = 0,
+                 pseudo: bool = False) -> None:
         import cv2
         import numpy as np
 
@@ -141,7 +163,7 @@ class RealDPCrops:
         facs = [float(x) for x in scales.split(",")] if isinstance(scales, str) else [float(x) for x in scales]
         self.patch = patch
         self.rng = np.random.default_rng(seed)
-        self.views: list[tuple[np.ndarray, np.ndarray]] = []
+        self.views: list[tuple[np.ndarray, ...]] = []
         for nm in names:
             lv, rv = load_dp_pair(base / "left" / f"{nm}.png", base / "right" / f"{nm}.png", black_level=black)
             a, b = lv.pixels.mean(axis=2), rv.pixels.mean(axis=2)
@@ -154,29 +176,35 @@ class RealDPCrops:
                 else:
                     sa, sb = a, b
                 if min(sa.shape) >= patch:
-                    self.views.append((sa, sb))
+                    if pseudo:
+                        from defocus_cli.map_classical import dp_radius_map_conf
+
+                        self.views.append((sa, sb) + dp_radius_map_conf(sa, sb))
+                    else:
+                        self.views.append((sa, sb))
         if not self.views:
             raise InputError(f"no real DP pair of at least {patch} px under {root} (scenes {names})")
         self.names = names
 
     def sample(self, batch: int) -> dict[str, torch.Tensor]:
-        """``batch`` random crops: ``{"left", "right"}`` each ``(batch, 3, P, P)`` float32 [0, 1]."""
+        """``batch`` random crops: ``{"left", "right"}`` each ``(batch, 3, P, P)`` float32 [0, 1] (and
+        ``"pseudo"``, ``"conf"`` ``(batch, 1, P, P)`` when built with ``pseudo``)."""
         import numpy as np
 
-        ls, rs = [], []
+        crops: list[list[np.ndarray]] = [[] for _ in self.views[0]]
         p = self.patch
         for _ in range(batch):
-            a, b = self.views[int(self.rng.integers(len(self.views)))]
-            y = int(self.rng.integers(0, a.shape[0] - p + 1))
-            x = int(self.rng.integers(0, a.shape[1] - p + 1))
-            ca, cb = a[y:y + p, x:x + p], b[y:y + p, x:x + p]
-            if self.rng.random() < 0.5:
-                ca, cb = ca[::-1], cb[::-1]
-            ls.append(np.ascontiguousarray(ca))
-            rs.append(np.ascontiguousarray(cb))
-        left = torch.from_numpy(np.stack(ls))[:, None].expand(-1, 3, -1, -1).contiguous()
-        right = torch.from_numpy(np.stack(rs))[:, None].expand(-1, 3, -1, -1).contiguous()
-        return {"left": left, "right": right}
+            arrays = self.views[int(self.rng.integers(len(self.views)))]
+            y = int(self.rng.integers(0, arrays[0].shape[0] - p + 1))
+            x = int(self.rng.integers(0, arrays[0].shape[1] - p + 1))
+            flip = self.rng.random() < 0.5
+            for dst, a in zip(crops, arrays):
+                c = a[y:y + p, x:x + p]
+                dst.append(np.ascontiguousarray(c[::-1] if flip else c, dtype=np.float32))
+        out = {k: torch.from_numpy(np.stack(v))[:, None].expand(-1, 3, -1, -1).contiguous()
+               for k, v in zip(("left", "right"), crops)}
+        out.update({k: torch.from_numpy(np.stack(v))[:, None] for k, v in zip(("pseudo", "conf"), crops[2:])})
+        return out
 
 
 def _to_grey_batch(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -258,7 +286,8 @@ def train_config(cfg: MapTrainConfig) -> dict[str, Any]:
     real_l = real_r = None
     bank_params = list(bank_l.parameters()) + list(bank_r.parameters())
     if cfg.real_dir and cfg.w_cross > 0:
-        real = RealDPCrops(cfg.real_dir, cfg.real_scenes, cfg.real_black, cfg.real_scales, cfg.patch, cfg.seed)
+        real = RealDPCrops(cfg.real_dir, cfg.real_scenes, cfg.real_black, cfg.real_scales, cfg.patch, cfg.seed,
+                           pseudo=cfg.w_pseudo > 0)
         log.info("cross re-blur on %d real DP pairs (%s)", len(real.names), ",".join(real.names))
         real_l = BlurKernelBank(cfg.real_levels, view="left").to(device)
         real_r = BlurKernelBank(cfg.real_levels, view="right").to(device)
@@ -340,6 +369,10 @@ def train_config(cfg: MapTrainConfig) -> dict[str, Any]:
                 l_cross = cross_reblur_loss(pr, rb["left"], rb["right"], real_l, real_r)
                 loss = loss + cfg.w_cross * l_cross + cfg.w_real_tv * _tv(pr)
                 logs.update(cross=l_cross.item(), real_abs_coc=pr.abs().mean().item())
+                if "pseudo" in rb:
+                    l_ps = pseudo_label_loss(pr, rb["pseudo"], rb["conf"])
+                    loss = loss + cfg.w_pseudo * l_ps
+                    logs["pseudo"] = l_ps.item()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
