@@ -212,17 +212,21 @@ def restore_array(
             y = y + np.flip(yf, tuple(a + 2 for a in axes))
             seconds += s.seconds
         y = y / 4
-    out = y[0].transpose(1, 2, 0)  # (H, W, 3) view
+    # the result, (H, W, 3) float32: the one full-size copy after the engine; the rest is done in place in it
+    out = np.ascontiguousarray(y[0].transpose(1, 2, 0))
+    del y
     sigma = restorer.options.traits.tone_lock_sigma
     locked: float | None = None
     if tone_lock or (tone_lock is None and sigma > 0):
         from defocus_cli.tone import DEFAULT_SIGMA, lock_tone_np
 
         locked = sigma or DEFAULT_SIGMA
-        out = lock_tone_np(out, px, locked)
-    if strength != 1.0:
-        out = px + np.float32(strength) * (out - px)
-    out = np.ascontiguousarray(np.clip(out, 0.0, 1.0), dtype=np.float32)
+        lock_tone_np(out, px, locked, in_place=True)
+    if strength != 1.0:  # px + strength * (out - px)
+        out -= px
+        out *= np.float32(strength)
+        out += px
+    np.clip(out, 0.0, 1.0, out=out)
     return out, dataclasses.replace(stats, seconds=seconds, passes=4 if tta else 1, tone_lock_sigma=locked)
 
 

@@ -507,7 +507,11 @@ def run_tiles(
 
     def tile_fn(xt: np.ndarray) -> np.ndarray:
         y = engine(xt)
-        return np.clip(y, 0.0, 1.0) if clamp else y
+        if not clamp:
+            return y
+        # in place when the engine handed over an array of its own (OpenVINO's copy), else into a new one
+        own = isinstance(y, np.ndarray) and y.flags.owndata and y.flags.writeable and y.dtype == np.float32
+        return np.clip(y, 0.0, 1.0, out=y if own and not np.may_share_memory(y, xt) else None)
 
     retries = 0
     while True:

@@ -114,25 +114,14 @@ def _avg_pool_np(x: np.ndarray, f: int) -> np.ndarray:
     return y
 
 
-def lowpass_np(x: np.ndarray, sigma: float) -> np.ndarray:
-    """:func:`lowpass` of a float ``(H, W, C)`` array, without torch: the same average pool by
-    ``f = max(1, floor(σ / 4))``, separable Gaussian of ``σ / f`` with replicate borders (OpenCV) and bilinear
-    upsampling with half-pixel centres (``align_corners=False``). Returns float32 ``(H, W, C)``."""
+def _blur_np(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian of ``sigma`` px with replicate borders (OpenCV) of a float ``(h, w, C)`` array."""
     import cv2
 
-    x = np.asarray(x, dtype=np.float32)
-    if sigma <= 0:
-        return x
-    h, w, c = x.shape
-    f = max(1, int(sigma // 4))
-    small = _avg_pool_np(x, f) if f > 1 else np.ascontiguousarray(x)
-    k = _gauss1d_np(sigma / f)
-    planes = [cv2.sepFilter2D(np.ascontiguousarray(small[..., i]), cv2.CV_32F, k, k,
-                              borderType=cv2.BORDER_REPLICATE) for i in range(c)]
-    y = np.stack(planes, axis=-1) if c > 1 else planes[0][..., None]
-    if f > 1:
-        y = _upsample_bilinear_np(y, h, w)
-    return y
+    k = _gauss1d_np(sigma)
+    planes = [cv2.sepFilter2D(np.ascontiguousarray(x[..., i]), cv2.CV_32F, k, k, borderType=cv2.BORDER_REPLICATE)
+              for i in range(x.shape[2])]
+    return np.stack(planes, axis=-1)
 
 
 def _upsample_bilinear_np(x: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -143,12 +132,49 @@ def _upsample_bilinear_np(x: np.ndarray, h: int, w: int) -> np.ndarray:
     return cv2.resize(np.ascontiguousarray(x), (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, x.shape[2])
 
 
-def lock_tone_np(out: np.ndarray, inp: np.ndarray, sigma: float, clamp: bool = True) -> np.ndarray:
+def lowpass_np(x: np.ndarray, sigma: float) -> np.ndarray:
+    """:func:`lowpass` of a float ``(H, W, C)`` array, without torch: the same average pool by
+    ``f = max(1, floor(σ / 4))``, separable Gaussian of ``σ / f`` with replicate borders (OpenCV) and bilinear
+    upsampling with half-pixel centres (``align_corners=False``). Returns float32 ``(H, W, C)``."""
+    x = np.asarray(x, dtype=np.float32)
+    if sigma <= 0:
+        return x
+    h, w, _ = x.shape
+    f = max(1, int(sigma // 4))
+    if f == 1:
+        return _blur_np(x, sigma)
+    return _upsample_bilinear_np(_blur_np(_avg_pool_np(x, f), sigma / f), h, w)
+
+
+def lock_tone_np(
+    out: np.ndarray, inp: np.ndarray, sigma: float, clamp: bool = True, *, in_place: bool = False
+) -> np.ndarray:
     """:func:`lock_tone` of float ``(H, W, C)`` arrays (``out`` restored, ``inp`` its input, values in [0, 1]),
-    without torch; float32 ``(H, W, C)``, clamped to [0, 1] when ``clamp``."""
+    without torch: ``out + lowpass_np(inp − out)``, float32 ``(H, W, C)``, clamped to [0, 1] when ``clamp``.
+
+    The average pool being linear, the pooled difference is taken as ``pool(inp) − pool(out)`` and the low-pass
+    is added channel by channel: no full-size temporary image (each costs page faults on a fresh photo).
+
+    Args:
+        in_place: write the result into ``out`` (a float32 array) and return it.
+    """
     if out.shape != inp.shape:
         raise ValueError(f"lock_tone: expected out and inp of one shape, got {tuple(out.shape)} and {tuple(inp.shape)}")
-    y = out + lowpass_np(inp - out, sigma)
+    if in_place and out.dtype != np.float32:
+        raise ValueError(f"lock_tone_np: in_place needs a float32 out, got {out.dtype}")
+    y = out if in_place else np.array(out, dtype=np.float32)
+    h, w, c = y.shape
+    f = max(1, int(sigma // 4))
+    if sigma <= 0:
+        pass
+    elif f == 1:
+        y += _blur_np(np.asarray(inp, dtype=np.float32) - y, sigma)
+    else:
+        import cv2
+
+        low = _blur_np(_avg_pool_np(np.asarray(inp, dtype=np.float32), f) - _avg_pool_np(y, f), sigma / f)
+        for i in range(c):
+            y[..., i] += cv2.resize(np.ascontiguousarray(low[..., i]), (w, h), interpolation=cv2.INTER_LINEAR)
     return np.clip(y, 0.0, 1.0, out=y) if clamp else y
 
 

@@ -379,3 +379,22 @@ def test_the_ir_is_pinned_to_the_registered_weights_without_reading_them() -> No
         load_engine(spec, "fp32", weights_sha256="d" * 64)
     with pytest.raises(WeightsError, match="export_openvino"):
         load_engine(replace(spec, sha256="d" * 64), "fp32")
+
+
+@needs_ov
+def test_static_shape_compiles_then_the_dynamic_one_give_the_same_result(photo: np.ndarray) -> None:
+    """The engine compiles the IR for its first input shapes (faster) and runs others on the dynamic compile."""
+    from defocus_cli.backends import openvino as ovb
+
+    eng = ovb.load_engine(registry.get_spec("sftnet"), "fp32")
+    crops = [np.ascontiguousarray(photo[:h, :w].transpose(2, 0, 1)[None]) for h, w in ((64, 96), (96, 64), (80, 80))]
+    outs = [eng(c) for c in crops]
+    assert list(eng._requests) == [(1, 3, 64, 96), (1, 3, 96, 64), None][: len(eng._requests)]
+    assert len(eng._requests) == ovb.STATIC_SHAPES + 1
+    dynamic = ovb.OpenVINOEngine(compiled=ovb.compile_ir(eng.model_key, eng.model, "fp32"), precision="fp32",
+                                 multiple_of=eng.multiple_of, receptive_field=eng.receptive_field,
+                                 bytes_per_pixel=eng.bytes_per_pixel, tone_lock_sigma=eng.tone_lock_sigma,
+                                 source_sha256=eng.source_sha256)
+    for c, o in zip(crops, outs):
+        assert o.shape == c.shape and o.dtype == np.float32
+        assert float(np.abs(dynamic(c) - o).max()) < 1e-4

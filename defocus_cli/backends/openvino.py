@@ -22,9 +22,11 @@ Only this module imports ``openvino``, and only inside functions.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +51,16 @@ TRAIT_KEYS = ("multiple_of", "receptive_field", "bytes_per_pixel", "tone_lock_si
 ``tools/register_weights.py`` from the arch class and the weights' metadata): what
 :func:`defocus_cli.runtime.engine_traits` reads from the torch network, without building it."""
 
-_COMPILED: dict[tuple[str, str, int], Any] = {}
+STATIC_SHAPES = 2
+"""Input shapes an engine compiles the IR for (static shapes); further shapes run the dynamic-shape compile.
+Measured on sftnet, 1680x1120, 1 thread, bf16: static = compile 0.41 s + first call 0.65 s, then 0.51 s a call;
+dynamic = compile 0.35 s + first call 1.0 s, then 0.62 s a call (the same outputs: 0 of 1.9 M 8-bit values
+differ in bf16). A photo's tiles all share one window size, so one photo (any ``--tta``) is one shape."""
+MAX_COMPILED = 8
+"""Compiled models kept for the life of the process (per file, precision, threads and shape), least recent out."""
+
+_COMPILED: OrderedDict[tuple[str, str, int, tuple[int, ...] | None], Any] = OrderedDict()
+_MODELS: dict[str, tuple[Any, str]] = {}
 
 
 def ir_file_for(precision: str) -> str:
@@ -71,16 +82,21 @@ def _threads() -> int:
 
 @dataclass
 class OpenVINOEngine:
-    """A compiled IR, callable like an engine (see the module docstring for shapes and ranges).
+    """An IR, callable like an engine (see the module docstring for shapes and ranges).
 
     Attributes:
-        compiled: the ``openvino.CompiledModel``.
+        compiled: an ``openvino.CompiledModel`` run for every input shape, or ``None``: then ``model`` is compiled
+            for each of the first :data:`STATIC_SHAPES` input shapes (static shapes) and, for any other, once with
+            dynamic shapes (:func:`compile_ir`, cached for the process).
         precision: ``"fp32"``, ``"bf16"`` or ``"int8"``.
         multiple_of, receptive_field: the architecture's (the torch network's attributes).
         bytes_per_pixel: peak working bytes per input pixel at this precision (registry, measured by
             ``bench/bench_backends.py``; the torch network's when unmeasured); ``tile="auto"`` reads it.
         tone_lock_sigma: the weights' tone-lock σ (px), 0 for none; applied after the engine by the caller.
         source_sha256: sha256 of the safetensors file the IR was exported from.
+        model: the ``openvino.Model`` read from the IR (dynamic N, H, W), when ``compiled`` is ``None``.
+        model_key: the IR file ``model`` was read from (the compile cache's key).
+        threads: CPU inference threads (0 = ``DEFOCUS_THREADS``, else ``OMP_NUM_THREADS``, else every core).
     """
 
     compiled: Any
@@ -92,9 +108,23 @@ class OpenVINOEngine:
     source_sha256: str
     host_engine: bool = True
     safe_precisions: tuple[str, ...] = OPENVINO_PRECISIONS
+    model: Any = None
+    model_key: str = ""
+    threads: int = 0
+    _requests: dict[tuple[int, ...] | None, Any] = field(default_factory=dict, init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        self._request = self.compiled.create_infer_request()
+    def _request(self, shape: tuple[int, ...]) -> Any:
+        """The infer request for inputs of ``shape``: its static compile, else the dynamic-shape one."""
+        if shape in self._requests:
+            return self._requests[shape]
+        static = self.model is not None and sum(k is not None for k in self._requests) < STATIC_SHAPES
+        key = shape if static else None
+        if key is None and None in self._requests:
+            return self._requests[None]
+        compiled = self.compiled if self.model is None else compile_ir(
+            self.model_key, self.model, self.precision, key, self.threads)
+        self._requests[key] = req = compiled.create_infer_request()
+        return req
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Run the IR on ``x`` ``(N, 3, h, w)`` float32 array (h, w multiples of :attr:`multiple_of`; any strides)
@@ -102,8 +132,9 @@ class OpenVINOEngine:
         m = self.multiple_of
         if x.ndim != 4 or x.shape[-2] % m or x.shape[-1] % m:
             raise UsageError(f"OpenVINO engine expects (N, 3, H, W) with H, W multiples of {m}, got {tuple(x.shape)}")
-        self._request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
-        return np.array(self._request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        request = self._request(tuple(int(v) for v in x.shape))
+        request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+        return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
 
 def _find(filename: str) -> Path | None:
@@ -154,23 +185,46 @@ def read_source_sha256(model: Any) -> str:
         return ""
 
 
-def compile_ir(xml: Path, bin_: Path, precision: str, threads: int | None = None) -> tuple[Any, str]:
-    """Read and compile an IR for the CPU at ``precision``; return ``(compiled model, rt_info source sha256)``.
-    Compiled models are kept per (file, precision, threads) for the life of the process."""
+@functools.lru_cache(maxsize=1)
+def _core() -> Any:
+    """The process's ``openvino.Core``."""
     try:
         import openvino as ov
     except ImportError:
         raise missing_openvino_error() from None
+    return ov.Core()
+
+
+def read_ir(xml: Path, bin_: Path) -> tuple[Any, str]:
+    """Read an IR (kept for the life of the process); return ``(openvino.Model, rt_info source sha256)``."""
+    key = str(xml.resolve())
+    if key not in _MODELS:
+        model = _core().read_model(str(xml), str(bin_))
+        _MODELS[key] = (model, read_source_sha256(model))
+    return _MODELS[key]
+
+
+def compile_ir(
+    key: str, model: Any, precision: str, shape: tuple[int, ...] | None = None, threads: int | None = None
+) -> Any:
+    """``model`` (read from the IR file ``key``) compiled for the CPU at ``precision``: for inputs of ``shape``
+    only (static shapes), or any (``None``: the IR's dynamic N, H, W). The last :data:`MAX_COMPILED` compiles
+    are kept for the life of the process."""
     n = threads or _threads()
-    key = (str(xml.resolve()), precision, n)
-    if key not in _COMPILED:
-        core = ov.Core()
-        model = core.read_model(str(xml), str(bin_))
-        config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
-                  "INFERENCE_NUM_THREADS": n}
-        _COMPILED[key] = (core.compile_model(model, "CPU", config), read_source_sha256(model))
-        log.debug("compiled %s for CPU (%s, %d threads)", xml.name, precision, n)
-    return _COMPILED[key]
+    ck = (key, precision, n, shape)
+    if ck in _COMPILED:
+        _COMPILED.move_to_end(ck)
+        return _COMPILED[ck]
+    if shape is not None:
+        model = model.clone()
+        model.reshape(list(shape))
+    config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": n}
+    _COMPILED[ck] = compiled = _core().compile_model(model, "CPU", config)
+    while len(_COMPILED) > MAX_COMPILED:
+        _COMPILED.popitem(last=False)
+    log.debug("compiled %s for CPU (%s, %d threads, input %s)", Path(key).name, precision, n,
+              "x".join(map(str, shape)) if shape else "any shape")
+    return compiled
 
 
 def row_traits(name: str, row: dict[str, Any]) -> dict[str, float]:
@@ -219,14 +273,16 @@ def load_engine(
         raise WeightsError(problem)
     traits = row_traits(spec.name, row)
     xml, bin_ = ir_paths(spec.name, row, ir_file_for(precision))
-    compiled, source = compile_ir(xml, bin_, precision)
+    model, source = read_ir(xml, bin_)  # compiled on first use, for the input's shape (OpenVINOEngine)
     if source != sha:
         raise WeightsError(f"{xml} was exported from weights sha256 {source[:12] or '(unknown)'}…, not the loaded "
                            f"{sha[:12]}…; regenerate it with `python tools/export_openvino.py --model "
                            f"{spec.name}`")
     bpp = (row.get("bytes_per_pixel") or {}).get(precision) or traits["bytes_per_pixel"]
     return OpenVINOEngine(
-        compiled=compiled,
+        compiled=None,
+        model=model,
+        model_key=str(xml.resolve()),
         precision=precision,
         multiple_of=int(traits["multiple_of"]),
         receptive_field=int(traits["receptive_field"]),
@@ -236,5 +292,5 @@ def load_engine(
     )
 
 
-__all__ = ["OpenVINOEngine", "load_engine", "row_traits", "TRAIT_KEYS", "compile_ir", "ir_paths", "ir_filenames", "ir_file_for",
+__all__ = ["OpenVINOEngine", "load_engine", "row_traits", "TRAIT_KEYS", "compile_ir", "read_ir", "STATIC_SHAPES", "ir_paths", "ir_filenames", "ir_file_for",
            "read_source_sha256", "RT_INFO_SOURCE", "HINTS"]
