@@ -134,7 +134,9 @@ class OpenVINOEngine:
         if x.ndim != 4 or x.shape[-2] % m or x.shape[-1] % m:
             raise UsageError(f"OpenVINO engine expects (N, 3, H, W) with H, W multiples of {m}, got {tuple(x.shape)}")
         request = self._request(tuple(int(v) for v in x.shape))
-        request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+        # the array is ours (a contiguous copy of the tile or image, or the caller's contiguous array, only read):
+        # OpenVINO reads it in place instead of copying it first
+        request.infer({0: np.ascontiguousarray(x, dtype=np.float32)}, share_inputs=True)
         return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
 
