@@ -163,7 +163,6 @@ def load_restorer(
     return Restorer.create(loaded, device=dev, precision=precision, tile=tile, overlap=overlap, backend=backend_name)
 
 
-
 def restore_array(
     pixels: np.ndarray,
     restorer: Restorer,
