@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,39 +187,14 @@ def read_source_sha256(model: Any) -> str:
         return ""
 
 
-_OVC = "openvino.tools.ovc"
-
-
-def import_openvino() -> Any:
-    """The ``openvino`` package, imported without its model-conversion API when this is the first import of it.
-
-    ``openvino/__init__.py`` imports ``openvino.tools.ovc`` (``convert_model``) inside ``try/except ImportError``;
-    running an IR never needs it, and it costs ~75 ms of a ~1.6 s ``defocus deblur`` (measured with
-    ``python -X importtime``). A ``None`` entry in ``sys.modules`` makes that import fail and is removed again
-    at once, so a later ``from openvino.tools.ovc import convert_model`` (``tools/export_openvino.py``) works.
-
-    Raises:
-        DeviceError: openvino is not installed (the install hint).
-    """
-    if "openvino" in sys.modules:
-        return sys.modules["openvino"]
-    blocked = _OVC not in sys.modules
-    if blocked:
-        sys.modules[_OVC] = None  # type: ignore[assignment]
+@functools.lru_cache(maxsize=1)
+def _core() -> Any:
+    """The process's ``openvino.Core``."""
     try:
         import openvino as ov
     except ImportError:
         raise missing_openvino_error() from None
-    finally:
-        if blocked and sys.modules.get(_OVC, 0) is None:
-            del sys.modules[_OVC]
-    return ov
-
-
-@functools.lru_cache(maxsize=1)
-def _core() -> Any:
-    """The process's ``openvino.Core``."""
-    return import_openvino().Core()
+    return ov.Core()
 
 
 def read_ir(xml: Path, bin_: Path) -> tuple[Any, str]:
@@ -320,5 +294,5 @@ def load_engine(
     )
 
 
-__all__ = ["OpenVINOEngine", "load_engine", "row_traits", "TRAIT_KEYS", "compile_ir", "read_ir", "import_openvino", "STATIC_SHAPES", "ir_paths", "ir_filenames", "ir_file_for",
+__all__ = ["OpenVINOEngine", "load_engine", "row_traits", "TRAIT_KEYS", "compile_ir", "read_ir", "STATIC_SHAPES", "ir_paths", "ir_filenames", "ir_file_for",
            "read_source_sha256", "RT_INFO_SOURCE", "HINTS"]
