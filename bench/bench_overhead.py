@@ -6,16 +6,19 @@ the product's own path:
 
 * ``start``: interpreter start-up until the child's first line (the parent's clock before the spawn, the
   child's at its first line; ``exit`` likewise after its last line until it is reaped);
-* ``import_cli`` (typer and the command modules), ``import_torch`` (torch and the library modules the command
-  imports in its body);
-* ``plan`` (inputs, outputs and their checks), ``load_model`` (weights found and verified, network built and
-  loaded) with ``sha256`` (hashing the weight file) inside it;
-* ``decode``, then ``process`` = ``run_engine`` (``auto_tile``, the forward and the tiling glue) +
-  ``tone_lock`` + the rest (flips, strength, clamp, layout), then ``encode`` and ``write`` (atomic);
-* after the command: ``--warm`` more forwards of the same photo through ``runtime.run_engine`` in the same
-  process: their median is ``forward_warm`` (the network alone, warm), and ``first_call`` = the command's
-  forward − ``forward_warm`` (oneDNN primitive creation, page-faulting fresh buffers); minor page faults
-  (``ru_minflt``) of both are recorded.
+* ``import_cli`` (typer and the command modules), ``import_lib`` (the library modules the command imports in
+  its body), ``import_torch``: the time spent importing torch wherever the command does it (a weights load, the
+  torch backend), 0 when it never does (the OpenVINO backend);
+* ``plan`` (inputs, outputs and their checks), ``load_model`` (``api.load_restorer``: the backend chosen, the
+  engine found, verified and built: the torch network, or the OpenVINO IR compiled) with ``sha256`` (hashing
+  weight or IR files) inside it;
+* ``decode``, then ``process`` = ``api.restore_array``: ``Restorer.run`` (``auto_tile``, the forward and the
+  tiling glue: the engine the command chose, in its backend and precision) + ``tone_lock`` + the rest (flips,
+  strength, clamp, layout), then ``encode`` and ``write`` (atomic);
+* after the command: ``--warm`` more forwards of the same photo through the command's own ``Restorer`` (same
+  backend, precision, tile) in the same process: their median is ``forward_warm`` (the engine alone, warm), and
+  ``first_call`` = the command's forward − ``forward_warm`` (oneDNN / OpenVINO primitive creation,
+  page-faulting fresh buffers); minor page faults (``ru_minflt``) of both are recorded.
 
 The parent also times the whole command from outside (``--reps`` runs of the console script, median) and
 ``python -c pass``, and checks issue 17's target: wall ≤ 1.25 × ``forward_warm`` + 1.0 s.
@@ -48,12 +51,35 @@ T_FIRST = time.time()  # the child's first line: the end of interpreter start-up
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-PHASES = ("start", "import_cli", "import_torch", "plan", "load_model", "sha256", "decode", "auto_tile",
+PHASES = ("start", "import_cli", "import_lib", "import_torch", "plan", "load_model", "sha256", "decode", "auto_tile",
           "forward", "tone_lock", "process_rest", "encode", "write", "other", "exit")
 
 
 def _minflt() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _time_torch_import(t: dict[str, float]) -> None:
+    """Add to ``t["import_torch"]`` the time of the import (``import x``, ``importlib.import_module``) that
+    first loads torch, wherever it happens; nothing when torch is never imported."""
+    import builtins
+    import importlib
+
+    def timing(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*a: Any, **k: Any) -> Any:
+            if "torch" in sys.modules:
+                return fn(*a, **k)
+            s = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                if "torch" in sys.modules and "import_torch" not in t:
+                    t["import_torch"] = time.perf_counter() - s
+
+        return timed
+
+    builtins.__import__ = timing(builtins.__import__)
+    importlib.import_module = timing(importlib.import_module)
 
 
 def child(engine: str, photo: str, out: str, warm: int) -> dict[str, Any]:
@@ -65,12 +91,11 @@ def child(engine: str, photo: str, out: str, warm: int) -> dict[str, Any]:
     from defocus_cli.cli import main
 
     t["import_cli"] = time.perf_counter() - t0
+    _time_torch_import(t)
     t0 = time.perf_counter()
-    import torch  # noqa: F401 - what the command imports in its body
+    from defocus_cli import api, batch, fetch, restorer, runtime, tone, weights  # noqa: F401 - the command's
 
-    from defocus_cli import api, batch, devices, runtime, tone, weights  # noqa: F401
-
-    t["import_torch"] = time.perf_counter() - t0
+    t["import_lib"] = time.perf_counter() - t0
 
     def wrap(mod: Any, name: str, key: str, keep: Callable[[Any], None] | None = None) -> None:
         fn = getattr(mod, name)
@@ -89,15 +114,16 @@ def child(engine: str, photo: str, out: str, warm: int) -> dict[str, Any]:
         setattr(mod, name, timed)
 
     wrap(batch, "plan_batch", "plan")
-    wrap(weights, "load_model", "load_model", keep=lambda r: captured.setdefault("module", r.module))
+    wrap(api, "load_restorer", "load_model", keep=lambda r: captured.setdefault("restorer", r))
+    wrap(fetch, "sha256_file", "sha256")
     wrap(weights, "sha256_file", "sha256")
     wrap(batch, "read_photo", "decode")
     wrap(batch, "encode_photo", "encode")
     wrap(batch, "atomic_write", "write")
-    wrap(api, "deblur_array", "process")
-    wrap(runtime, "run_engine", "run_engine")
+    wrap(api, "restore_array", "process")
+    wrap(restorer.Restorer, "run", "run")
     wrap(runtime, "auto_tile", "auto_tile")
-    wrap(tone, "lock_tone", "tone_lock")
+    wrap(tone, "lock_tone_np", "tone_lock")
     s = time.perf_counter()
     sys.argv = ["defocus", "deblur", photo, "-o", out, "--overwrite", "--model", engine]
     code: Any = None
@@ -106,32 +132,34 @@ def child(engine: str, photo: str, out: str, warm: int) -> dict[str, Any]:
     except SystemExit as e:
         code = e.code
     t["command"] = time.perf_counter() - s
-    t["run_engine_command"] = t.get("run_engine", 0.0)
-    t["forward"] = t["run_engine_command"] - t.get("auto_tile", 0.0)
-    t["process_rest"] = t.get("process", 0.0) - t["run_engine_command"] - t.get("tone_lock", 0.0)
+    t.setdefault("import_torch", 0.0)
+    t["run_command"] = t.get("run", 0.0)
+    t["forward"] = t["run_command"] - t.get("auto_tile", 0.0)
+    t["process_rest"] = t.get("process", 0.0) - t["run_command"] - t.get("tone_lock", 0.0)
     t["other"] = t["command"] - sum(t.get(k, 0.0) for k in ("plan", "load_model", "decode", "process", "encode",
                                                               "write"))
-    cold_faults = faults.get("run_engine", 0)
-    # the same photo again in this warm process: the network alone
+    cold_faults = faults.get("run", 0)
+    torch_in_command = "torch" in sys.modules
+    # the same photo again in this warm process, through the restorer the command used (its backend, precision)
     from defocus_cli.io.read import read_photo
 
-    ph = read_photo(photo)
-    x = torch.from_numpy(ph.pixels.transpose(2, 0, 1).copy())[None]
-    module = captured["module"]
-    prec = devices.resolve_precision("auto", module, torch.device("cpu"))
+    rs = captured["restorer"]
+    x = read_photo(photo).pixels.transpose(2, 0, 1)[None]
     warm_s, warm_faults = [], []
     for _ in range(warm):
         f, s = _minflt(), time.perf_counter()
-        runtime.run_engine(module, x, device="cpu", precision=prec, tile="auto")
+        rs.run(x)
         warm_s.append(time.perf_counter() - s)
         warm_faults.append(_minflt() - f)
     fw = C.median(warm_s)
+    o = rs.options
     return {
         "engine": engine, "exit_code": code, "seconds": t, "forward_warm": fw, "forward_warm_runs": warm_s,
+        "backend": o.backend, "precision": o.precision, "tile": o.tile, "torch_imported": torch_in_command,
         "first_call": t["forward"] - fw, "minor_faults": {"forward_cold": cold_faults, "forward_warm": warm_faults,
-                                                          **{k: v for k, v in faults.items() if k != "run_engine"}},
-        "threads": torch.get_num_threads(), "peak_rss_mb": C.peak_rss_mb(), "t_first": T_FIRST,
-        "t_last": time.time(),
+                                                          **{k: v for k, v in faults.items() if k != "run"}},
+        "threads": int(os.environ.get("DEFOCUS_THREADS") or runtime.cpu_count()), "peak_rss_mb": C.peak_rss_mb(),
+        "t_first": T_FIRST, "t_last": time.time(),
     }
 
 
@@ -206,12 +234,12 @@ def main() -> None:
         r["meets_target"] = r["wall"] <= r["target_s"]
         results.append(r)
         s = r["seconds"]
-        rows.append({"engine": engine, "wall": r["wall"], "forward_warm": fw, "overhead": r["overhead"],
+        rows.append({"engine": engine, "backend": f"{r['backend']} {r['precision']}", "wall": r["wall"], "forward_warm": fw, "overhead": r["overhead"],
                      "target": r["target_s"], "ok": "yes" if r["meets_target"] else "no",
                      **{k: s.get(k) for k in PHASES}, "first_call": r["first_call"], "rss_mb": r["peak_rss_mb"]})
     print(f"# one {args.size} photo, `defocus deblur photo.png -o out.png`; `python -c pass` {floor:.2f} s; "
           f"threads {results[0]['threads'] if results else '?'}\n")
-    print(C.table(rows, ["engine", "wall", "forward_warm", "overhead", "target", "ok", "first_call", "rss_mb"]))
+    print(C.table(rows, ["engine", "backend", "wall", "forward_warm", "overhead", "target", "ok", "first_call", "rss_mb"]))
     print()
     print(C.table(rows, ["engine", *PHASES]))
     path = C.write_json(args.out, {"machine": C.machine(), "size": args.size, "python_floor_s": floor,

@@ -72,7 +72,8 @@ def synthetic_blend_study(size: str) -> list[dict[str, Any]]:
             ref = fn(x)
             for ov in (32, 64, 96):
                 for bl in (0, ov // 4, ov // 2, ov):
-                    y = run_tiled(fn, x, 384, ov, 8, blend=bl)
+                    y = torch.from_numpy(run_tiled(lambda t: fn(torch.from_numpy(t)).numpy(), x.numpy(), 384, ov,
+                                                   8, blend=bl))
                     rows.append({"sigma": sigma, "support": r, "tile": 384, "overlap": ov, "blend": bl,
                                  "min_context": ov - bl // 2, "psnr_db": C.psnr(y, ref)})
     return rows

@@ -17,8 +17,9 @@ For many images, load once and reuse::
 
 :func:`load_restorer` is the engine boundary (:class:`defocus_cli.restorer.Restorer`: weights, backend, device,
 precision, tile, overlap resolved once; padding, tiling, autocast, clamp on every call). Everything here is a
-thin layer over it and :mod:`defocus_cli.io.read` (files). Importing this module does not import torch; the
-functions do.
+thin layer over it and :mod:`defocus_cli.io.read` (files). The glue after the engine (``--tta`` flips, the tone
+lock, ``--strength``) works on numpy arrays for every backend. Importing this module does not import torch, and
+neither does a registered model that runs on the OpenVINO backend; the torch backend imports it.
 """
 
 from __future__ import annotations
@@ -134,23 +135,31 @@ def load_restorer(
         WeightsError: weights unavailable or corrupt (exit 3).
         DeviceError: the device is not available (exit 4).
     """
-    import torch
-
-    from defocus_cli import backends, devices, runtime, weights as weights_mod
+    from defocus_cli import backends, devices, registry, runtime, weights as weights_mod
     from defocus_cli.restorer import Restorer
 
     runtime.parse_tile(tile)  # option values before the (slow) load; Restorer.create resolves them
     runtime.parse_overlap(overlap)
     runtime.tune_allocator()  # before the weights are read, so that they are allocated with it
-    dev = device if isinstance(device, torch.device) else devices.resolve_device(str(device))
-    loaded = model
-    if model is None or isinstance(model, str) or weights is not None:
-        loaded = weights_mod.load_model(model, weights_file=weights, task="deblur")
+    loads = model is None or isinstance(model, str) or weights is not None
+    if loads and weights is None and isinstance(device, str) and devices.surely_cpu(device):
+        # a registered model on the CPU: the backend is chosen from its registry row, and OpenVINO's IR, pins and
+        # traits all come from there: this path imports no torch (the weights file is for the torch network)
+        spec = registry.task_spec(model, "deblur")
+        engine, choice = backends.select_host_engine(spec, spec.name, spec.sha256, backend, precision, "cpu")
+        if engine is not None:
+            return Restorer.create(engine, device="cpu", tile=tile, overlap=overlap, name=spec.name,
+                                   weights_sha256=spec.sha256, backend=choice.backend)
+        loaded = weights_mod.load_model(model, task="deblur")
+        return Restorer.create(loaded.module, device="cpu", precision=choice.precision, tile=tile, overlap=overlap,
+                               name=loaded.name, weights_sha256=loaded.sha256, backend=choice.backend)
+    dev = devices.resolve_device(device) if isinstance(device, str) else device
+    loaded = weights_mod.load_model(model, weights_file=weights, task="deblur") if loads else model
     if isinstance(loaded, weights_mod.LoadedModel):
         engine, choice = backends.select_engine(loaded, backend, precision, dev)
         return Restorer.create(engine, device=dev, precision=choice.precision, tile=tile, overlap=overlap,
                                name=loaded.name, weights_sha256=loaded.sha256, backend=choice.backend)
-    backend_name = "torch" if isinstance(loaded, torch.nn.Module) else type(loaded).__name__
+    backend_name = "torch" if runtime.is_torch_module(loaded) else type(loaded).__name__
     return Restorer.create(loaded, device=dev, precision=precision, tile=tile, overlap=overlap, backend=backend_name)
 
 
@@ -186,33 +195,37 @@ def restore_array(
     """
     import dataclasses
 
-    import torch
-
     strength = check_strength(strength)
     px = np.asarray(pixels, dtype=np.float32)
     if px.ndim != 3 or px.shape[2] != 3:
         raise ShapeError("(H, W, 3) RGB pixels", f"shape {px.shape}")
-    # one private copy, already in the channels_last layout the runtime feeds the engine (an HWC array is
-    # channels_last NCHW): no CHW copy first and no second copy back to channels_last for the whole image
-    x = torch.from_numpy(px).permute(2, 0, 1)[None].clone(memory_format=torch.channels_last)
+    # the HWC pixels seen as (1, 3, H, W): channels_last, no copy (the runtime never writes into its input,
+    # and a torch network gets its own copy of each tile from its adapter)
+    x = px.transpose(2, 0, 1)[None]
     y, stats = restorer.run(x)
     seconds = stats.seconds
     if tta:
-        for dims in ((-1,), (-2,), (-2, -1)):
-            yf, s = restorer.run(x.flip(dims))
-            y = y + yf.flip(dims)
+        for axes in ((1,), (0,), (0, 1)):  # of (H, W, 3): horizontal, vertical, both
+            xf = np.ascontiguousarray(np.flip(px, axes)).transpose(2, 0, 1)[None]
+            yf, s = restorer.run(xf)
+            y = y + np.flip(yf, tuple(a + 2 for a in axes))
             seconds += s.seconds
         y = y / 4
+    # the result, (H, W, 3) float32: the one full-size copy after the engine; the rest is done in place in it
+    out = np.ascontiguousarray(y[0].transpose(1, 2, 0))
+    del y
     sigma = restorer.options.traits.tone_lock_sigma
     locked: float | None = None
     if tone_lock or (tone_lock is None and sigma > 0):
-        from defocus_cli.tone import DEFAULT_SIGMA, lock_tone
+        from defocus_cli.tone import DEFAULT_SIGMA, lock_tone_np
 
         locked = sigma or DEFAULT_SIGMA
-        y = lock_tone(y, x, locked)
-    if strength != 1.0:
-        y = x + strength * (y.to(x.dtype) - x)
-    out = np.ascontiguousarray(y[0].clamp(0.0, 1.0).permute(1, 2, 0).numpy(), dtype=np.float32)
+        lock_tone_np(out, px, locked, in_place=True)
+    if strength != 1.0:  # px + strength * (out - px)
+        out -= px
+        out *= np.float32(strength)
+        out += px
+    np.clip(out, 0.0, 1.0, out=out)
     return out, dataclasses.replace(stats, seconds=seconds, passes=4 if tta else 1, tone_lock_sigma=locked)
 
 

@@ -14,32 +14,98 @@ Policy (documented in cli.md terms):
   over warning-and-ignoring: a user who types ``--precision fp16`` should never silently get fp32 numbers
   in a JSON report that claims fp16, and an unsafe engine in fp16 produces visibly broken output.
   An explicit bf16 on a CPU without native bf16 is allowed (it is correct, only slow) with a warning.
+
+Importing this module does not import torch: :func:`cpu_has_native_bf16` reads ``/proc/cpuinfo`` and
+:func:`surely_cpu` tells, from the files a GPU runtime needs, when ``--device auto`` can only be the CPU (the
+OpenVINO path then never loads torch); the functions that need torch import it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import glob
+import importlib.util
 import logging
 import platform
 import re
+import sys
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from defocus_cli.errors import DeviceError, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 log = logging.getLogger(__name__)
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def __getattr__(name: str) -> Any:
+    """``DTYPES`` (precision → ``torch.dtype``), made on first use so that importing this module loads no torch."""
+    if name == "DTYPES":
+        import torch
+
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def device_type(device: Any) -> str:
+    """``"cpu"``, ``"cuda"``, ``"mps"`` of a ``torch.device`` or a device string (``"cuda:1"`` → ``"cuda"``)."""
+    kind = getattr(device, "type", None)
+    return str(kind) if kind is not None else str(device).split(":", 1)[0].strip().lower()
+
+
+#: Files present wherever a GPU runtime torch could use is (NVIDIA driver, WSL's GPU bridge, ROCm).
+GPU_NODES: tuple[str, ...] = ("/dev/nvidia*", "/proc/driver/nvidia", "/dev/dxg", "/dev/kfd")
+
+
+def _torch_gpu_builds() -> tuple[str, ...] | None:
+    """The GPU runtimes the installed torch was built for, read from its ``version.py`` without importing it
+    (``("cuda",)``, ``()`` for a CPU build); ``None`` when that cannot be told (then torch must be asked)."""
+    try:
+        spec = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return ()  # no torch: no GPU device can be used either
+    try:
+        text = (Path(next(iter(spec.submodule_search_locations))) / "version.py").read_text(encoding="utf-8")
+    except (OSError, StopIteration):
+        return None
+    builds = []
+    for key in ("cuda", "hip"):
+        m = re.search(rf"^{key}\s*(?::[^=\n]*)?=\s*(.+?)\s*$", text, re.M)
+        if m is None:
+            return None
+        if m.group(1) != "None":
+            builds.append(key)
+    return tuple(builds)
+
+
+def surely_cpu(request: str) -> bool:
+    """True when ``--device request`` resolves to the CPU, decided without importing torch: ``"cpu"``, or
+    ``"auto"`` on a machine where no GPU can be used (not macOS, and torch built without CUDA/ROCm or no GPU
+    driver files, :data:`GPU_NODES`). False means "ask torch" (:func:`resolve_device`), not "not the CPU"."""
+    req = (request or "auto").strip().lower()
+    if req == "cpu":
+        return True
+    if req != "auto" or sys.platform == "darwin" or "torch" in sys.modules:
+        return False
+    builds = _torch_gpu_builds()
+    if builds is None:
+        return False
+    return not builds or not any(glob.glob(pattern) for pattern in GPU_NODES)
 
 
 
 def autocast_context(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager[Any]:
     """Autocast to ``precision`` (``"bf16"``, ``"fp16"``) on ``device``; a no-op context for ``"fp32"``. The one
     autocast helper: the inference runtime and the trainers (``--bf16``) both enter it."""
+    import torch
+
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
@@ -50,6 +116,8 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda)(?::(\d+))?$")
 
 
 def _mps_available() -> bool:
+    import torch
+
     mps = getattr(torch.backends, "mps", None)
     return bool(mps is not None and mps.is_available())
 
@@ -64,6 +132,8 @@ def resolve_device(request: str = "auto") -> torch.device:
         UsageError: the value is not one of the forms above.
         DeviceError: the requested device is not available on this machine (exit 4).
     """
+    import torch
+
     req = (request or "auto").strip().lower()
     mt = _DEVICE_RE.match(req)
     if mt is None or (mt.group(2) is not None and mt.group(1) != "cuda"):
@@ -122,7 +192,7 @@ def cpu_has_native_bf16() -> bool:
     machine = platform.machine().lower()
     if machine in ("x86_64", "amd64", "i686", "i386"):
         return bool({"avx512_bf16", "amx_bf16"} & flags)
-    return "bf16" in flags
+    return bool({"bf16", "asimdbf16"} & flags)
 
 
 def _safe(module: Any) -> tuple[str, ...]:
@@ -151,6 +221,8 @@ def resolve_precision(request: str, module: Any, device: torch.device | str) -> 
         UsageError: unknown value; an explicit precision the engine is not validated in; fp16 on CPU;
             bf16 on a CUDA GPU without bf16 support.
     """
+    import torch
+
     dev = torch.device(device)
     req = (request or "auto").strip().lower()
     if req not in ("auto", *PRECISIONS):

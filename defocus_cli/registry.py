@@ -209,6 +209,18 @@ def get_spec(name: str) -> ModelSpec:
     raise UsageError(f"unknown model {name!r}; expected one of: {', '.join(names()) or '(none registered)'}")
 
 
+def task_spec(name: str | None, task: Task) -> ModelSpec:
+    """The registered model ``name`` (``None`` = :func:`default_model` of ``task``), which must be a ``task``
+    model; raise :class:`UsageError` naming the valid names otherwise."""
+    spec = get_spec(name if name is not None else default_model(task))
+    if spec.task != task:
+        raise UsageError(
+            f"model {spec.name!r} is a {spec.task} model, not {task}; expected one of: "
+            f"{', '.join(names(task)) or '(none registered)'}"
+        )
+    return spec
+
+
 def default_model(task: Task = "deblur") -> str:
     """Name of the default model of ``task``: the registry's ``defaults`` entry, else the first of that task;
     experimental models (:attr:`ModelSpec.experimental`) are never picked.

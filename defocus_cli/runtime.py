@@ -3,10 +3,14 @@
 * :func:`tune_allocator` fixes glibc malloc's habit of mmap-ing and unmapping every large tensor (measured
   on the dev VM: page faults made torch CPU inference up to 7x slower and erratic). Called by
   :func:`run_engine` and at the start of heavy CLI commands; opt out with ``DEFOCUS_MALLOC_TUNING=0``.
-* :func:`run_engine` keeps the whole image on the host and sends only tiles to the device, in
-  ``torch.inference_mode``, channels_last, with autocast for bf16/fp16. A *host engine* (any callable that is
-  not a ``torch.nn.Module`` and has ``host_engine = True``, e.g. the OpenVINO backend's compiled model) gets
-  the same tiling, padding and memory budget; it runs on the CPU in the precision it was compiled for. ``tile="auto"`` picks the whole
+* :func:`run_tiles` is the one engine loop: the whole image stays on the host as a numpy float32 array
+  (:func:`defocus_cli.tiling.run_tiled` pads, tiles, blends), each engine output is clamped there when asked
+  (the one clamp), and ``tile="auto"`` is sized and retried here. A torch network is called through its
+  per-tile adapter (:class:`TorchTiles`: numpy tile → ``torch.from_numpy`` → device, channels_last, autocast
+  for bf16/fp16, ``torch.inference_mode`` → numpy); a *host engine* (any callable that is not a
+  ``torch.nn.Module`` and has ``host_engine = True``, e.g. the OpenVINO backend's compiled model) is called
+  on the numpy tile itself, on the CPU, in the precision it was compiled for. :func:`run_engine` is the torch
+  form for engines that are not image → image (defocus maps). ``tile="auto"`` picks the whole
   image when it fits the memory budget, else the largest tile that does; a CUDA out-of-memory halves an
   automatic tile and retries (logged). An explicit tile is never overridden: an out-of-memory with it
   raises :class:`DeviceError` suggesting a smaller ``--tile``.
@@ -17,11 +21,12 @@ Memory budget for ``tile="auto"``: the engine's working memory is estimated as
 memory; on CPU it is ``min(70% of MemAvailable, DEFOCUS_MAX_MEMORY_GB (default 6))`` minus the host buffers
 of the image itself and a fixed allowance for the runtime, so that peak RSS stays bounded (≤ 6 GB for a
 24 MP photo with IFAN).
+
+Importing this module does not import torch (the OpenVINO path never does); the torch-only functions import it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -30,15 +35,18 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 
-from defocus_cli.devices import autocast_context
+from defocus_cli.devices import device_type
 from defocus_cli.errors import DeviceError, UsageError
 from defocus_cli.tiling import TilePlan, best_tile_for_area, plan_tiles, round_up, run_tiled
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +161,8 @@ def configure_threads() -> int:
     The user's choice wins: env ``DEFOCUS_THREADS=N`` sets N; ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` leave
     torch's own setting alone. Returns the thread count in effect.
     """
+    import torch
+
     global _threads_configured
     if not _threads_configured:
         _threads_configured = True
@@ -176,9 +186,13 @@ def mem_available_bytes() -> int | None:
     return None
 
 
-def memory_budget(device: torch.device, image_pixels: int, channels: int = 3) -> int:
-    """Bytes available to one forward pass of the engine on ``device`` (see the module docstring)."""
-    if device.type == "cuda":
+def memory_budget(device: torch.device | str, image_pixels: int, channels: int = 3) -> int:
+    """Bytes available to one forward pass of the engine on ``device`` (a ``torch.device``, or ``"cpu"`` for a
+    host engine; see the module docstring)."""
+    kind = device_type(device)
+    if kind == "cuda":
+        import torch
+
         free, _total = torch.cuda.mem_get_info(device)
         return int(free * 0.8)
     cap_env = os.environ.get("DEFOCUS_MAX_MEMORY_GB", "").strip()
@@ -189,7 +203,7 @@ def memory_budget(device: torch.device, image_pixels: int, channels: int = 3) ->
     avail = mem_available_bytes()
     if avail is not None:
         cap = min(cap, int(avail * 0.7))
-    if device.type == "mps":
+    if kind == "mps":
         return cap // 2  # unified memory shared with the host copy; no reliable free-memory query
     # Host buffers of run_tiled: input (+ padded copy), float32 accumulator, weight map.
     host = image_pixels * (channels * 4 * 3 + 4)
@@ -210,7 +224,7 @@ def min_tile(overlap: int, multiple_of: int) -> int:
 
 
 def auto_tile(
-    module: Any, height: int, width: int, device: torch.device, precision: str, overlap: int, channels: int = 3
+    module: Any, height: int, width: int, device: torch.device | str, precision: str, overlap: int, channels: int = 3
 ) -> int | tuple[int, int]:
     """Tile for ``tile="auto"``: 0 (whole image) when it fits the memory budget, else the ``(tile_h, tile_w)``
     (multiples of the engine's ``multiple_of``, at least :func:`min_tile`) whose working memory fits and that
@@ -269,8 +283,10 @@ def parse_overlap(value: int | None) -> int | None:
 
 
 def is_oom(exc: BaseException) -> bool:
-    """True if ``exc`` is an out-of-memory error of any backend (CUDA, MPS, CPU allocator)."""
-    oom_cls = getattr(torch.cuda, "OutOfMemoryError", None)
+    """True if ``exc`` is an out-of-memory error of any backend (CUDA, MPS, CPU allocator). Torch's own
+    out-of-memory class is looked up only when torch is already imported (else no torch call can have raised)."""
+    torch = sys.modules.get("torch")
+    oom_cls = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
     if oom_cls is not None and isinstance(exc, oom_cls):
         return True
     if isinstance(exc, MemoryError):
@@ -281,12 +297,16 @@ def is_oom(exc: BaseException) -> bool:
     return False
 
 
-def _free_device_memory(device: torch.device) -> None:
+def _free_device_memory(device: torch.device | str) -> None:
     gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    elif device.type == "mps" and hasattr(torch, "mps"):
-        torch.mps.empty_cache()
+    kind = device_type(device)
+    if kind in ("cuda", "mps"):
+        import torch
+
+        if kind == "cuda":
+            torch.cuda.empty_cache()
+        elif hasattr(torch, "mps"):
+            torch.mps.empty_cache()
 
 
 def next_smaller_tile(
@@ -313,15 +333,29 @@ def _tile_str(t: int | tuple[int, int]) -> str:
     return "x".join(map(str, t)) if isinstance(t, tuple) else str(t)
 
 
+def is_torch_module(module: Any) -> bool:
+    """True for a ``torch.nn.Module``; answered without importing torch (no module can be one before it is)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(module, torch.nn.Module)
+
+
+def is_torch_tensor(x: Any) -> bool:
+    """True for a ``torch.Tensor``; answered without importing torch."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
 def is_host_engine(module: Any) -> bool:
-    """True for an engine that is not a ``torch.nn.Module`` but a callable ``(N, C, h, w)`` float32 CPU tensor →
-    ``(N, C_out, h, w)`` float32 CPU tensor with ``host_engine = True`` (its own runtime, e.g. OpenVINO): the
+    """True for an engine that is not a ``torch.nn.Module`` but a callable ``(N, C, h, w)`` float32 numpy array →
+    ``(N, C_out, h, w)`` float32 numpy array with ``host_engine = True`` (its own runtime, e.g. OpenVINO): the
     runtime tiles for it but neither moves it nor wraps it in autocast."""
-    return not isinstance(module, torch.nn.Module) and bool(getattr(module, "host_engine", False))
+    return bool(getattr(module, "host_engine", False)) and not is_torch_module(module)
 
 
 def prepare_module(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """Put ``module`` in eval mode on ``device`` with channels_last weights (in place; idempotent)."""
+    import torch
+
     first = next(iter(module.parameters()), None)
     moved = first is not None and first.device != device and not (
         device.index is None and first.device.type == device.type
@@ -333,13 +367,44 @@ def prepare_module(module: torch.nn.Module, device: torch.device) -> torch.nn.Mo
     return module
 
 
-@contextlib.contextmanager
-def _no_grad_inference() -> Iterator[None]:
-    with torch.inference_mode():
-        yield
+EngineFn = Callable[[Any, Any], Any]
+"""``fn(module, tile) -> tile`` on torch tensors, called instead of ``module(tile)`` (e.g. a defocus map)."""
 
 
-EngineFn = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
+class TorchTiles:
+    """A torch network as a tile function of :func:`defocus_cli.tiling.run_tiled`: the torch half of the runtime.
+
+    ``tiles(t)``: ``t`` a ``(N, C, h, w)`` float32 numpy array (a view of the host image) → ``torch.from_numpy``
+    (no copy) → ``device``, channels_last → ``module`` (or ``fn(module, tile)``) under ``torch.inference_mode``
+    and autocast for bf16/fp16 → float32 CPU → ``(N, C_out, h, w)`` numpy array. The module is prepared
+    (:func:`prepare_module`) and the CPU threads configured (:func:`configure_threads`) once, at construction.
+    """
+
+    def __init__(self, module: torch.nn.Module, device: torch.device, precision: str,
+                 fn: EngineFn | None = None) -> None:
+        if device_type(device) == "cpu":
+            configure_threads()
+        self.module = prepare_module(module, device)
+        self.device = device
+        self.precision = precision
+        self.fn = fn
+
+    def __call__(self, tile: np.ndarray) -> np.ndarray:
+        """``(N, C, h, w)`` float32 array → ``(N, C_out, h, w)`` float32 array (see the class docstring)."""
+        import torch
+
+        from defocus_cli.devices import autocast_context
+
+        if not tile.flags.writeable or min(tile.strides, default=0) < 0:  # what torch.from_numpy cannot share
+            tile = np.array(tile)
+        with torch.inference_mode():
+            xt = torch.from_numpy(tile)
+            xd = xt.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            if xd.data_ptr() == xt.data_ptr():  # the network's own copy: it may write into its input
+                xd = xd.clone(memory_format=torch.channels_last)
+            with autocast_context(self.device, self.precision):
+                y = self.module(xd) if self.fn is None else self.fn(self.module, xd)
+            return y.to(device="cpu", dtype=torch.float32).numpy()
 
 
 @dataclass(frozen=True)
@@ -394,9 +459,9 @@ class TiledRun:
 
 def run_tiles(
     module: Any,
-    x: torch.Tensor,
+    x: np.ndarray,
     *,
-    device: torch.device,
+    device: torch.device | str,
     precision: str,
     tile: int | str,
     overlap: int,
@@ -405,56 +470,53 @@ def run_tiles(
     clamp: bool = False,
     blend: int | None = None,
     on_tile: Callable[[int, int], None] | None = None,
-) -> tuple[torch.Tensor, TiledRun]:
-    """The engine loop, arguments already validated (by :func:`run_engine` or
-    :class:`defocus_cli.restorer.Restorer`): tiles of ``x`` to ``device`` under ``torch.inference_mode`` and
-    autocast, out-of-memory retry for ``tile="auto"``, results blended on the host.
+) -> tuple[np.ndarray, TiledRun]:
+    """The one engine loop, arguments already validated (by :func:`run_engine` or
+    :class:`defocus_cli.restorer.Restorer`): tiles of ``x`` through the engine (a torch network through
+    :class:`TorchTiles`, a host engine as it is), results blended on the host, out-of-memory retry for
+    ``tile="auto"``.
 
     Args:
-        module: the engine (moved to ``device``, eval, channels_last, in place; a host engine is only called).
-        x: ``(N, C, H, W)`` float32 CPU tensor; stays on the host.
+        module: the engine (a torch network is moved to ``device``, eval, channels_last, in place; a host
+            engine is only called, on numpy tiles).
+        x: ``(N, C, H, W)`` float32 numpy array (any strides; an ``(H, W, C)`` photo seen as NCHW is
+            channels_last already); stays on the host and is never written to.
         device, precision: resolved (precision ``"fp32"``/``"bf16"``/``"fp16"``; a host engine's own is ignored).
         tile: ``"auto"``, 0 (whole image) or a tile size in pixels (explicit: never changed).
         overlap: context pixels per tile side (≥ 0).
         traits: ``module``'s :class:`EngineTraits`.
-        fn: ``fn(module, tile) -> tile`` instead of ``module(tile)``.
+        fn: ``fn(module, tile) -> tile`` on torch tensors instead of ``module(tile)`` (torch networks only).
         clamp: clamp every engine output to ``[0, 1]`` (images) before blending.
         blend, on_tile: see :func:`defocus_cli.tiling.run_tiled`.
 
     Returns:
-        ``(N, C_out, H, W)`` float32 CPU tensor and a :class:`TiledRun`.
+        ``(N, C_out, H, W)`` float32 numpy array and a :class:`TiledRun`.
 
     Raises:
         DeviceError: out of memory with an explicit tile, or even at the smallest automatic tile.
     """
     tune_allocator()
-    if device.type == "cpu":
-        configure_threads()
-    m, ov, host_engine = traits.multiple_of, overlap, traits.host_engine
+    m, ov = traits.multiple_of, overlap
     _, c, h, w = x.shape
     explicit = not isinstance(tile, str)
     t: int | tuple[int, int] = int(tile) if explicit else 0
-    if not host_engine:
-        prepare_module(module, device)
+    engine: Callable[[np.ndarray], np.ndarray] = module if traits.host_engine else TorchTiles(
+        module, device, precision, fn)  # type: ignore[assignment]
     if not explicit:
         t = auto_tile(module, h, w, device, precision, ov, c)
-    call = fn if fn is not None else (lambda mod, xt: mod(xt))
 
-    def tile_fn(xt: torch.Tensor) -> torch.Tensor:
-        if host_engine:
-            y = call(module, xt)
-        else:
-            xd = xt.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            with autocast_context(device, precision):
-                y = call(module, xd)
-            y = y.to(device="cpu", dtype=torch.float32)
-        return y.clamp(0.0, 1.0) if clamp else y
+    def tile_fn(xt: np.ndarray) -> np.ndarray:
+        y = engine(xt)
+        if not clamp:
+            return y
+        # in place when the engine handed over an array of its own (OpenVINO's copy), else into a new one
+        own = isinstance(y, np.ndarray) and y.flags.owndata and y.flags.writeable and y.dtype == np.float32
+        return np.clip(y, 0.0, 1.0, out=y if own and not np.may_share_memory(y, xt) else None)
 
     retries = 0
     while True:
         try:
-            with _no_grad_inference():
-                out = run_tiled(tile_fn, x, t, ov, m, blend=blend, on_tile=on_tile)
+            out = run_tiled(tile_fn, x, t, ov, m, blend=blend, on_tile=on_tile)
             break
         except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
             if not is_oom(e):
@@ -521,6 +583,8 @@ def run_engine(
         UsageError: bad ``tile``/``overlap`` or input tensor.
         DeviceError: out of memory with an explicit tile, or even at the smallest automatic tile.
     """
+    import torch
+
     dev = torch.device(device)
     if x.dim() != 4 or x.device.type != "cpu" or not x.is_floating_point():
         raise UsageError(
@@ -533,8 +597,8 @@ def run_engine(
         raise DeviceError(f"{type(module).__name__} runs on the CPU only, not {dev}; use --device cpu")
     ov = parse_overlap(overlap)
     ov = traits.receptive_field if ov is None else ov
-    out, run = run_tiles(module, x.float(), device=dev, precision=precision, tile=parse_tile(tile), overlap=ov,
-                         traits=traits, fn=fn, blend=blend, on_tile=on_tile)
+    out, run = run_tiles(module, x.detach().float().numpy(), device=dev, precision=precision, tile=parse_tile(tile),
+                         overlap=ov, traits=traits, fn=fn, blend=blend, on_tile=on_tile)
     if info is not None:
         plan = run.plan
         info.update(
@@ -542,4 +606,4 @@ def run_engine(
             tile_hw=[plan.tile_h, plan.tile_w], overlap=ov, tiles=plan.count, oom_retries=run.oom_retries,
             precision=precision, device=str(dev),
         )
-    return out
+    return torch.from_numpy(out)

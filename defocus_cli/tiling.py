@@ -1,7 +1,9 @@
-"""Tiled inference as pure functions: plan overlapping tiles, run any tensor→tensor function per tile, blend.
+"""Tiled inference as pure functions: plan overlapping tiles, run any array→array function per tile, blend.
 
-The whole image stays on the host (CPU, float32). Only tiles are handed to ``fn``, which moves them to
-its device and back. Nothing here knows about models, devices or precisions.
+The whole image stays on the host as a numpy float32 array ``(N, C, H, W)``. Only tiles (views of it) are
+handed to ``fn``, which runs them wherever it likes (a torch network on its device: the adapter in
+:mod:`defocus_cli.runtime`; the OpenVINO IR) and returns numpy. Nothing here knows about models, devices,
+precisions or torch: this module imports numpy only.
 
 Geometry (one axis; the other is the same):
 
@@ -33,8 +35,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
+import numpy as np
 
 from defocus_cli.errors import UsageError
 
@@ -208,45 +209,52 @@ def _min_size_for(length: int, n: int, overlap: int, m: int) -> int | None:
     return None
 
 
-def _ramp_weights(length: int, lo_edge: bool, hi_edge: bool, overlap: int, blend: int) -> torch.Tensor:
-    """1-D window weight of a tile of ``length``: 1 inside, raised-cosine to 0 near shared edges.
+def _ramp_weights(length: int, lo_edge: bool, hi_edge: bool, overlap: int, blend: int) -> np.ndarray:
+    """1-D window weight of a tile of ``length`` (float32 ``(length,)``): 1 inside, raised-cosine to 0 near
+    shared edges.
 
     ``lo_edge``/``hi_edge`` say whether the low/high side is shared with a neighbour. Weight is 0 at
     distance ``d < overlap - blend//2`` from a shared edge, ``0.5 - 0.5*cos(pi * t)`` with
-    ``t = (d - (overlap - blend//2) + 0.5) / blend`` in the band, and 1 beyond it.
+    ``t = (d - (overlap - blend//2) + 0.5) / blend`` in the band, and 1 beyond it (computed in float64).
     """
-    d = torch.arange(length, dtype=torch.float64)
-    w = torch.ones(length, dtype=torch.float64)
+    d = np.arange(length, dtype=np.float64)
+    w = np.ones(length, dtype=np.float64)
     half = blend // 2
     start = max(overlap - half, 0)
     for shared, dist in ((lo_edge, d), (hi_edge, (length - 1) - d)):
         if not shared:
             continue
         if blend <= 0:
-            side = (dist >= overlap).to(torch.float64)
+            side = (dist >= overlap).astype(np.float64)
         else:
-            t = ((dist - start + 0.5) / blend).clamp(0.0, 1.0)
-            side = 0.5 - 0.5 * torch.cos(math.pi * t)
+            t = np.clip((dist - start + 0.5) / blend, 0.0, 1.0)
+            side = 0.5 - 0.5 * np.cos(math.pi * t)
         w = w * side
-    return w.to(torch.float32)
+    return w.astype(np.float32)
 
 
-def tile_weights(plan: TilePlan, y: int, x: int, blend: int) -> torch.Tensor:
+def tile_weights(plan: TilePlan, y: int, x: int, blend: int) -> np.ndarray:
     """Blending weight ``(tile_h, tile_w)`` float32 of the window at origin ``(y, x)`` of ``plan``."""
     wy = _ramp_weights(plan.tile_h, y > 0, y + plan.tile_h < plan.height, plan.overlap, blend)
     wx = _ramp_weights(plan.tile_w, x > 0, x + plan.tile_w < plan.width, plan.overlap, blend)
     return wy[:, None] * wx[None, :]
 
 
-def pad_to_multiple(x: torch.Tensor, multiple_of: int) -> torch.Tensor:
-    """Pad ``x`` (N, C, H, W) at the bottom/right to multiples of ``multiple_of``: reflect where the image is
-    large enough, replicate otherwise. Returns ``x`` itself when no padding is needed."""
-    h, w = x.shape[-2:]
-    ph, pw = round_up(h, multiple_of) - h, round_up(w, multiple_of) - w
+def padding_for(height: int, width: int, multiple_of: int) -> tuple[int, int, str]:
+    """``(pad_bottom, pad_right, mode)`` that brings ``height`` × ``width`` to multiples of ``multiple_of``:
+    ``mode`` is ``"reflect"`` where the image is larger than the padding, else ``"replicate"``. The one rule;
+    :func:`pad_to_multiple` applies it to arrays, the trainers (``train/common.py``) to tensors."""
+    ph, pw = round_up(height, multiple_of) - height, round_up(width, multiple_of) - width
+    return ph, pw, "reflect" if (ph < height and pw < width) else "replicate"
+
+
+def pad_to_multiple(x: np.ndarray, multiple_of: int) -> np.ndarray:
+    """Pad ``x`` ``(N, C, H, W)`` at the bottom/right to multiples of ``multiple_of`` (:func:`padding_for`:
+    reflect, or replicate where the image is too small). Returns ``x`` itself when no padding is needed."""
+    ph, pw, mode = padding_for(x.shape[-2], x.shape[-1], multiple_of)
     if ph == 0 and pw == 0:
         return x
-    mode = "reflect" if (ph < h and pw < w) else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
+    return np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="reflect" if mode == "reflect" else "edge")
 
 
 def default_blend(overlap: int) -> int:
@@ -254,25 +262,28 @@ def default_blend(overlap: int) -> int:
     return int(round(overlap * DEFAULT_BLEND_FRACTION)) // 2 * 2
 
 
-TileFn = Callable[[torch.Tensor], torch.Tensor]
+TileFn = Callable[[np.ndarray], np.ndarray]
+"""A tile function: ``(N, C, h, w)`` float32 array (a view of the host image; not to be written to) →
+``(N, C_out, h, w)`` array (any float dtype; brought to float32)."""
 
 
 def run_tiled(
     fn: TileFn,
-    x: torch.Tensor,
+    x: np.ndarray,
     tile: int | tuple[int, int],
     overlap: int,
     multiple_of: int = 1,
     *,
     blend: int | None = None,
     on_tile: Callable[[int, int], None] | None = None,
-) -> torch.Tensor:
+) -> np.ndarray:
     """Apply ``fn`` to overlapping tiles of ``x`` and blend the results into one image.
 
     Args:
-        fn: maps a tile ``(N, C, h, w)`` float32 CPU to ``(N, C_out, h, w)`` (any device/dtype; the result
-            is brought back to float32 on the host). ``C_out`` may differ from ``C`` (e.g. 1 for maps).
-        x: ``(N, C, H, W)`` float tensor on the host (CPU). Values are passed through unchanged.
+        fn: maps a tile ``(N, C, h, w)`` float32 array to ``(N, C_out, h, w)`` (see :data:`TileFn`).
+            ``C_out`` may differ from ``C`` (e.g. 1 for maps).
+        x: ``(N, C, H, W)`` float array on the host, any strides (e.g. an ``(H, W, C)`` photo seen as
+            ``(1, C, H, W)``). Values are passed through unchanged.
         tile: maximum window size in pixels, square or ``(tile_h, tile_w)`` (rounded down to
             ``multiple_of``); ``0`` = whole image in one call.
         overlap: context in pixels per interior tile side (≥ the function's receptive field for exactness).
@@ -282,24 +293,23 @@ def run_tiled(
         on_tile: optional progress callback ``(done, total)`` after each tile.
 
     Returns:
-        ``(N, C_out, H, W)`` float32 tensor on the host.
+        ``(N, C_out, H, W)`` float32 array.
 
     Raises:
-        UsageError: invalid tile/overlap (see :func:`plan_tiles`) or ``x`` not 4-D.
+        UsageError: invalid tile/overlap (see :func:`plan_tiles`) or ``x`` not a 4-D array.
+        ValueError: ``fn`` returned another batch or spatial size.
     """
-    if x.dim() != 4:
-        raise UsageError(f"expected an image tensor of shape (N, C, H, W), got shape {tuple(x.shape)}")
-    if x.device.type != "cpu":
-        raise UsageError(f"run_tiled keeps the image on the host: expected a CPU tensor, got {x.device}")
+    if not isinstance(x, np.ndarray) or x.ndim != 4:
+        raise UsageError(f"expected an image array of shape (N, C, H, W), got {_describe(x)}")
     n, _, h, w = x.shape
     plan = plan_tiles(h, w, tile, overlap, multiple_of)
     xp = pad_to_multiple(x, multiple_of)
     if plan.count == 1:
-        out = fn(xp).to(device="cpu", dtype=torch.float32)
+        out = np.asarray(fn(xp), dtype=np.float32)
         _check_out(out, xp.shape, (plan.tile_h, plan.tile_w))
         if on_tile is not None:
             on_tile(1, 1)
-        return out if out.shape[-2:] == (h, w) else out[..., :h, :w].contiguous()
+        return out if out.shape[-2:] == (h, w) else np.ascontiguousarray(out[..., :h, :w])
     b = default_blend(overlap) if blend is None else max(0, int(blend))
     b = min(b, 2 * overlap)
     log.debug(
@@ -313,28 +323,33 @@ def run_tiled(
             plan.tile, overlap, plan.processed_fraction,
             max(plan.tile_h - 2 * overlap, 0), max(plan.tile_w - 2 * overlap, 0),
         )
-    acc: torch.Tensor | None = None
-    wsum = torch.zeros(plan.height, plan.width, dtype=torch.float32)
+    acc: np.ndarray | None = None
+    wsum = np.zeros((plan.height, plan.width), dtype=np.float32)
     for i, (y0, y1, x0, x1) in enumerate(plan.windows()):
-        out = fn(xp[..., y0:y1, x0:x1]).to(device="cpu", dtype=torch.float32)
+        out = np.asarray(fn(xp[..., y0:y1, x0:x1]), dtype=np.float32)
         _check_out(out, xp.shape, (y1 - y0, x1 - x0))
         if acc is None:
-            acc = torch.zeros(n, out.shape[1], plan.height, plan.width, dtype=torch.float32)
+            acc = np.zeros((n, out.shape[1], plan.height, plan.width), dtype=np.float32)
         wt = tile_weights(plan, y0, x0, b)
-        acc[..., y0:y1, x0:x1].addcmul_(out, wt)
-        wsum[y0:y1, x0:x1].add_(wt)
+        acc[..., y0:y1, x0:x1] += out * wt
+        wsum[y0:y1, x0:x1] += wt
         del out
         if on_tile is not None:
             on_tile(i + 1, plan.count)
     assert acc is not None
-    acc.div_(wsum)
+    acc /= wsum
     if (plan.height, plan.width) != (h, w):
-        acc = acc[..., :h, :w].contiguous()
+        acc = np.ascontiguousarray(acc[..., :h, :w])
     return acc
 
 
-def _check_out(out: torch.Tensor, in_shape: Sequence[int], hw: tuple[int, int]) -> None:
-    if out.dim() != 4 or out.shape[0] != in_shape[0] or tuple(out.shape[-2:]) != hw:
+def _describe(x: object) -> str:
+    shape = getattr(x, "shape", None)
+    return f"{type(x).__name__} of shape {tuple(shape)}" if shape is not None else type(x).__name__
+
+
+def _check_out(out: np.ndarray, in_shape: Sequence[int], hw: tuple[int, int]) -> None:
+    if out.ndim != 4 or out.shape[0] != in_shape[0] or tuple(out.shape[-2:]) != hw:
         raise ValueError(
             f"tile function must return (N, C_out, {hw[0]}, {hw[1]}) for a tile of that size, "
             f"got shape {tuple(out.shape)}"

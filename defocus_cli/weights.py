@@ -266,13 +266,8 @@ def load_model(
         cls = registry.load_class(arch)
         build = lambda: cls(**config)  # noqa: E731
     else:
-        model_name = name if name is not None else registry.default_model(task)  # type: ignore[arg-type]
-        spec = registry.get_spec(model_name)
-        if spec.task != task:
-            raise UsageError(
-                f"model {spec.name!r} is a {spec.task} model, not {task}; expected one of: "
-                f"{', '.join(registry.names(task)) or '(none registered)'}"  # type: ignore[arg-type]
-            )
+        spec = registry.task_spec(name, task)  # type: ignore[arg-type]
+        model_name = spec.name
         found = resolve(spec)
         path, digest, arch = found.path, found.sha256, spec.arch_key
         build = lambda: registry.build(spec)  # noqa: E731

@@ -288,3 +288,113 @@ def test_cli_without_openvino(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     r = _run(["deblur", str(src), "-o", str(tmp_path / "b.png"), "--json", "-q"])  # auto: torch, silently
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["backend"] == "torch"
+
+
+# ---------------------------------------------------------------------------------------------- no torch on this path
+
+
+#: runs the command line in a fresh interpreter, then says on stderr whether torch was ever imported
+_PROBE = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: print('TORCH=' + str('torch' in sys.modules), file=sys.stderr))\n"
+    "sys.argv[0] = 'defocus'\n"
+    "from defocus_cli.cli import main\n"
+    "main()\n"
+)
+
+
+def _probe_torch(args: list[str], tmp: Path, stdin: bytes | None = None) -> tuple[bool, bytes]:
+    """Run ``defocus ARGS`` through :data:`_PROBE`; return (torch was imported, stdout)."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "DEFOCUS_THREADS": "1", "NO_COLOR": "1"}
+    r = subprocess.run([sys.executable, "-c", _PROBE, *args], input=stdin, capture_output=True, env=env, cwd=tmp,
+                       timeout=300)
+    err = r.stderr.decode(errors="replace")
+    assert r.returncode == 0, err
+    line = [ln for ln in err.splitlines() if ln.startswith("TORCH=")]
+    assert line, err
+    return line[-1] == "TORCH=True", r.stdout
+
+
+def _small_png(path: Path, seed: int) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    Image.fromarray((rng.random((40, 56, 3)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+@needs_ov
+def test_the_openvino_command_path_never_imports_torch(tmp_path: Path) -> None:
+    """``defocus deblur`` on the OpenVINO backend: one file, a folder of two, stdin to stdout, none loads torch;
+    the same probe with ``--backend torch`` sees torch (so the probe can fail)."""
+    ov = ["--backend", "openvino", "--precision", "fp32"]
+    one = _small_png(tmp_path / "one.png", 0)
+    torch_seen, _ = _probe_torch(["deblur", str(one), "-o", str(tmp_path / "one_out.png"), *ov], tmp_path)
+    assert not torch_seen and (tmp_path / "one_out.png").is_file()
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(2):
+        _small_png(folder / f"p{i}.png", i + 1)
+    torch_seen, _ = _probe_torch(["deblur", str(folder), "-o", f"{tmp_path / 'out'}/", *ov, "--tile", "32", "--overlap", "8"], tmp_path)
+    assert not torch_seen and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p1.png"]
+
+    torch_seen, out = _probe_torch(["deblur", "-", "-o", "-", "--format", "png", *ov, "--tta", "--strength", "0.5"],
+                                   tmp_path, stdin=one.read_bytes())
+    assert not torch_seen and out.startswith(b"\x89PNG")
+
+    torch_seen, _ = _probe_torch(["deblur", str(one), "-o", str(tmp_path / "t.png"), "--backend", "torch"], tmp_path)
+    assert torch_seen
+
+
+@needs_ov
+def test_the_engine_traits_come_from_the_registry_row_and_equal_the_torch_networks(loaded: Any) -> None:
+    """The OpenVINO engine is built without the torch network: its traits (registry row) must be the network's."""
+    from defocus_cli.backends.openvino import TRAIT_KEYS, load_engine, row_traits
+    from defocus_cli.runtime import engine_traits
+
+    spec = registry.get_spec("sftnet")
+    torch_traits = engine_traits(loaded.module)
+    assert row_traits(spec.name, spec.openvino) == {k: float(getattr(torch_traits, k)) for k in TRAIT_KEYS}
+    eng = engine_traits(load_engine(spec, "fp32"))
+    assert (eng.multiple_of, eng.receptive_field, eng.tone_lock_sigma) == (
+        torch_traits.multiple_of, torch_traits.receptive_field, torch_traits.tone_lock_sigma)
+    assert eng.host_engine and eng.precision == "fp32"
+    assert eng.bytes_per_pixel == float(spec.openvino["bytes_per_pixel"]["fp32"])  # measured for the IR
+    with pytest.raises(WeightsError, match="register_weights"):
+        row_traits(spec.name, {k: v for k, v in spec.openvino.items() if k != "traits"})
+
+
+@needs_ov
+def test_the_ir_is_pinned_to_the_registered_weights_without_reading_them() -> None:
+    """By name, the IR's source is checked against the registry's pinned safetensors sha256 (row and rt_info)."""
+    from defocus_cli.backends.openvino import load_engine
+
+    spec = registry.get_spec("sftnet")
+    assert load_engine(spec, "fp32").source_sha256 == spec.sha256
+    with pytest.raises(WeightsError, match="export_openvino"):
+        load_engine(spec, "fp32", weights_sha256="d" * 64)
+    with pytest.raises(WeightsError, match="export_openvino"):
+        load_engine(replace(spec, sha256="d" * 64), "fp32")
+
+
+@needs_ov
+def test_static_shape_compiles_then_the_dynamic_one_give_the_same_result(photo: np.ndarray) -> None:
+    """The engine compiles the IR for its first input shapes (faster) and runs others on the dynamic compile."""
+    from defocus_cli.backends import openvino as ovb
+
+    eng = ovb.load_engine(registry.get_spec("sftnet"), "fp32")
+    crops = [np.ascontiguousarray(photo[:h, :w].transpose(2, 0, 1)[None]) for h, w in ((64, 96), (96, 64), (80, 80))]
+    outs = [eng(c) for c in crops]
+    assert list(eng._requests) == [(1, 3, 64, 96), (1, 3, 96, 64), None][: len(eng._requests)]
+    assert len(eng._requests) == ovb.STATIC_SHAPES + 1
+    dynamic = ovb.OpenVINOEngine(compiled=ovb.compile_ir(eng.model_key, eng.model, "fp32"), precision="fp32",
+                                 multiple_of=eng.multiple_of, receptive_field=eng.receptive_field,
+                                 bytes_per_pixel=eng.bytes_per_pixel, tone_lock_sigma=eng.tone_lock_sigma,
+                                 source_sha256=eng.source_sha256)
+    for c, o in zip(crops, outs):
+        assert o.shape == c.shape and o.dtype == np.float32
+        assert float(np.abs(dynamic(c) - o).max()) < 1e-4

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -343,3 +345,49 @@ def test_run_engine_rejects_bad_arguments() -> None:
         runtime.run_engine(eng, torch.rand(1, 3, 8, 8), device="cpu", tile=-3)
     with pytest.raises(UsageError):
         runtime.run_engine(eng, torch.rand(1, 3, 8, 8), device="cpu", precision="fp8")
+
+
+# ---------------------------------------------------------------- decided without torch (the OpenVINO path)
+
+
+def test_cpu_flag_check_needs_no_torch_and_agrees_with_torchs() -> None:
+    """``--backend auto``'s CPU class comes from the CPU's flags, read without torch, and says what torch's own
+    CPU probe says (x86: AVX512_BF16 or AMX)."""
+    code = ("import sys; from defocus_cli import backends, devices\n"
+            "print(devices.cpu_has_native_bf16(), backends.cpu_class(), 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    native, cls, torch_loaded = r.stdout.split()
+    assert torch_loaded == "False"
+    assert cls == ("native-bf16" if native == "True" else "no-bf16")
+    probe = [getattr(torch.cpu, f, None) for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if platform.machine().lower() not in ("x86_64", "amd64") or None in probe:
+        pytest.skip("torch's bf16 CPU probe exists for x86 only")
+    assert devices.cpu_has_native_bf16() == (native == "True") == any(f() for f in probe)
+
+
+def test_surely_cpu_only_when_no_gpu_can_be_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert devices.surely_cpu("cpu") and devices.surely_cpu(" CPU ")
+    assert not devices.surely_cpu("cuda") and not devices.surely_cpu("mps") and not devices.surely_cpu("cuda:1")
+    assert not devices.surely_cpu("auto")  # torch is imported here: ask it (and honour its monkeypatches)
+    monkeypatch.delitem(sys.modules, "torch")
+    node = tmp_path / "nvidia0"
+    monkeypatch.setattr(devices, "GPU_NODES", (str(tmp_path / "nvidia*"),))
+    monkeypatch.setattr(devices, "_torch_gpu_builds", lambda: ("cuda",))
+    assert devices.surely_cpu("auto")  # a CUDA build without a driver
+    node.touch()
+    assert not devices.surely_cpu("auto")  # a CUDA build with a GPU driver: ask torch
+    monkeypatch.setattr(devices, "_torch_gpu_builds", lambda: ())
+    assert devices.surely_cpu("auto")  # a CPU build: no GPU can be used
+    monkeypatch.setattr(devices, "_torch_gpu_builds", lambda: None)
+    assert not devices.surely_cpu("auto")  # cannot tell: ask torch
+    monkeypatch.setattr(devices, "_torch_gpu_builds", lambda: ())
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert not devices.surely_cpu("auto")  # MPS
+
+
+def test_torch_gpu_builds_read_without_import_match_torch() -> None:
+    builds = devices._torch_gpu_builds()
+    assert builds == tuple(k for k in ("cuda", "hip") if getattr(torch.version, k, None))
+    if builds == () and sys.platform != "darwin":  # a CPU build: auto can only be the CPU
+        assert devices.resolve_device("auto").type == "cpu"

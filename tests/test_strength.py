@@ -74,8 +74,9 @@ def test_cli_bad_strength_exits_2_in_one_line_before_loading(tmp_path: Path, use
 
 
 def test_deblur_array_gives_the_engine_one_private_channels_last_copy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The runtime gets the image as a channels_last tensor (its own layout, so it makes no second copy for
-    the whole image) that is not the caller's memory: an engine writing into its input leaves ``pixels`` alone."""
+    """The runtime gets the image as a channels_last view of the pixels (an ``(H, W, 3)`` array seen as NCHW: no
+    copy), and the torch network gets its own channels_last copy from its adapter: an engine writing into its
+    input leaves ``pixels`` alone."""
     import torch
 
     from defocus_cli import runtime
@@ -84,8 +85,8 @@ def test_deblur_array_gives_the_engine_one_private_channels_last_copy(monkeypatc
     given: list[bool] = []
     real = runtime.run_tiles
 
-    def spy(module: torch.nn.Module, x: torch.Tensor, **kw: object) -> tuple[torch.Tensor, object]:
-        given.append(x.is_contiguous(memory_format=torch.channels_last))
+    def spy(module: torch.nn.Module, x: np.ndarray, **kw: object) -> tuple[np.ndarray, object]:
+        given.append(torch.from_numpy(x).is_contiguous(memory_format=torch.channels_last))
         return real(module, x, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(runtime, "run_tiles", spy)

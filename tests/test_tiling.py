@@ -1,9 +1,14 @@
-"""Tiling: plans cover the image with aligned windows; tiled == whole for a function of known receptive field."""
+"""Tiling: plans cover the image with aligned windows; tiled == whole for a function of known receptive field.
+
+The glue is numpy (every backend's); torch networks are called through a numpy → tensor → numpy wrapper, as the
+runtime's adapter does."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -11,6 +16,15 @@ import torch.nn.functional as F
 
 from defocus_cli.errors import UsageError
 from defocus_cli.tiling import best_tile_for_area, pad_to_multiple, plan_tiles, run_tiled, tile_weights
+
+
+def _np(net: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[np.ndarray], np.ndarray]:
+    """A torch function as a numpy tile function."""
+    return lambda t: net(torch.from_numpy(np.ascontiguousarray(t))).numpy()
+
+
+def _rand(*shape: int) -> np.ndarray:
+    return torch.rand(*shape).numpy()
 
 
 def _conv_stack(in_ch: int = 3, out_ch: int = 3, seed: int = 0) -> tuple[nn.Module, int]:
@@ -73,7 +87,7 @@ def test_negative_values_rejected() -> None:
 @pytest.mark.parametrize("blend", [0, 4, 16])
 def test_weights_partition_has_no_holes(blend: int) -> None:
     plan = plan_tiles(150, 210, 64, 12, 4)
-    total = torch.zeros(plan.height, plan.width)
+    total = np.zeros((plan.height, plan.width), np.float32)
     for y0, y1, x0, x1 in plan.windows():
         wt = tile_weights(plan, y0, x0, blend)
         assert wt.shape == (y1 - y0, x1 - x0)
@@ -87,55 +101,55 @@ def test_raised_cosine_ramp_is_monotone_and_smooth() -> None:
     wt = tile_weights(plan, 0, plan.xs[1], 16)[0]  # middle tile: both sides shared
     left = wt[: len(wt) // 2]
     assert float(left[0]) == 0.0 and float(left[-1]) == 1.0
-    assert bool((left[1:] >= left[:-1]).all())
+    assert bool((left[1:] >= left[:-1]).all()) and wt.dtype == np.float32
     assert float((left[1:] - left[:-1]).max()) < 0.2  # no hard step
 
 
 @pytest.mark.parametrize("h,w", [(37, 53), (64, 64), (101, 77)])
 def test_identity_is_reproduced_exactly_on_odd_sizes(h: int, w: int) -> None:
-    x = torch.rand(2, 3, h, w)
+    x = _rand(2, 3, h, w)
     seen: list[tuple[int, int]] = []
 
-    def ident(t: torch.Tensor) -> torch.Tensor:
+    def ident(t: np.ndarray) -> np.ndarray:
         seen.append(tuple(t.shape[-2:]))
-        return t.clone()
+        return t.copy()
 
     y = run_tiled(ident, x, 24, 4, 4, blend=4)
-    assert y.shape == x.shape and y.dtype == torch.float32
-    torch.testing.assert_close(y, x, atol=1e-6, rtol=0)
+    assert y.shape == x.shape and y.dtype == np.float32
+    np.testing.assert_allclose(y, x, atol=1e-6, rtol=0)
     assert len(seen) > 1 and all(a % 4 == 0 and b % 4 == 0 and a <= 24 and b <= 24 for a, b in seen)
 
 
 @pytest.mark.parametrize("blend", [0, 6])
 def test_conv_stack_tiled_equals_whole(blend: int) -> None:
     net, rf = _conv_stack()
-    x = torch.rand(1, 3, 97, 131)
+    x = _rand(1, 3, 97, 131)
     with torch.inference_mode():
-        whole = net(x)
+        whole = _np(net)(x)
         # context left after the cross-fade must still cover the receptive field
-        tiled = run_tiled(net, x, 40, rf + blend // 2, 1, blend=blend)
+        tiled = run_tiled(_np(net), x, 40, rf + blend // 2, 1, blend=blend)
     assert tiled.shape == whole.shape
-    assert float((tiled - whole).abs().max()) <= 1e-5
+    assert float(np.abs(tiled - whole).max()) <= 1e-5
 
 
 def test_too_little_context_is_detected() -> None:
     """The equality above is not vacuous: with less context than the receptive field, tiles differ."""
     net, rf = _conv_stack()
-    x = torch.rand(1, 3, 97, 131)
+    x = _rand(1, 3, 97, 131)
     with torch.inference_mode():
-        whole = net(x)
-        tiled = run_tiled(net, x, 40, rf - 4, 1, blend=0)
-    assert float((tiled - whole).abs().max()) > 1e-4
+        whole = _np(net)(x)
+        tiled = run_tiled(_np(net), x, 40, rf - 4, 1, blend=0)
+    assert float(np.abs(tiled - whole).max()) > 1e-4
 
 
 def test_output_channel_count_may_change() -> None:
     net, rf = _conv_stack(3, 1, seed=1)
-    x = torch.rand(1, 3, 70, 90)
+    x = _rand(1, 3, 70, 90)
     with torch.inference_mode():
-        whole = net(x)
-        tiled = run_tiled(net, x, 32, rf, 1, blend=0)
+        whole = _np(net)(x)
+        tiled = run_tiled(_np(net), x, 32, rf, 1, blend=0)
     assert tiled.shape == (1, 1, 70, 90)
-    assert float((tiled - whole).abs().max()) <= 1e-5
+    assert float(np.abs(tiled - whole).max()) <= 1e-5
 
 
 def test_strided_network_needs_aligned_origins() -> None:
@@ -150,57 +164,69 @@ def test_strided_network_needs_aligned_origins() -> None:
         nn.ReLU(),
         nn.ConvTranspose2d(8, 3, 4, stride=2, padding=1),
     ).eval()
-    x = torch.rand(1, 3, 96, 128)
+    x = _rand(1, 3, 96, 128)
     with torch.inference_mode():
-        whole = net(x)
-        tiled = run_tiled(net, x, 48, 12, 4, blend=0)
-    assert float((tiled - whole).abs().max()) <= 1e-5
+        whole = _np(net)(x)
+        tiled = run_tiled(_np(net), x, 48, 12, 4, blend=0)
+    assert float(np.abs(tiled - whole).max()) <= 1e-5
 
 
 def test_padding_to_multiple_is_reflect_and_cropped_back() -> None:
-    x = torch.rand(1, 3, 21, 30)
-    got: list[torch.Tensor] = []
+    x = _rand(1, 3, 21, 30)
+    got: list[np.ndarray] = []
 
-    def record(t: torch.Tensor) -> torch.Tensor:
+    def record(t: np.ndarray) -> np.ndarray:
         assert t.shape[-2] % 8 == 0 and t.shape[-1] % 8 == 0
-        got.append(t.clone())
+        got.append(t.copy())
         return t * 2
 
     y = run_tiled(record, x, 0, 0, 8)
     assert y.shape == x.shape
-    torch.testing.assert_close(y, x * 2)
-    torch.testing.assert_close(got[0], F.pad(x, (0, 2, 0, 3), mode="reflect"))
+    np.testing.assert_allclose(y, x * 2)
+    # the same padding as torch's (the trainers pad tensors with it: tiling.padding_for)
+    np.testing.assert_array_equal(got[0], F.pad(torch.from_numpy(x), (0, 2, 0, 3), mode="reflect").numpy())
     # too small to reflect: replicate instead of failing
-    tiny = torch.rand(1, 3, 2, 3)
-    assert pad_to_multiple(tiny, 8).shape == (1, 3, 8, 8)
+    tiny = _rand(1, 3, 2, 3)
+    padded = pad_to_multiple(tiny, 8)
+    assert padded.shape == (1, 3, 8, 8)
+    np.testing.assert_array_equal(padded, F.pad(torch.from_numpy(tiny), (0, 5, 0, 6), mode="replicate").numpy())
     assert run_tiled(lambda t: t, tiny, 0, 0, 8).shape == tiny.shape
 
 
 def test_tiles_are_views_of_host_image_and_results_return_to_host() -> None:
-    x = torch.rand(1, 3, 50, 50)
-    out = run_tiled(lambda t: t.to(torch.float64) + 1, x, 24, 4, 1)
-    assert out.device.type == "cpu" and out.dtype == torch.float32
-    torch.testing.assert_close(out, x + 1)
+    x = _rand(1, 3, 50, 50)
+    views: list[bool] = []
+
+    def plus_one(t: np.ndarray) -> np.ndarray:
+        views.append(np.shares_memory(t, x))
+        return t.astype(np.float64) + 1
+
+    out = run_tiled(plus_one, x, 24, 4, 1)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32
+    np.testing.assert_allclose(out, x + 1, rtol=1e-6)
+    assert len(views) > 1 and all(views)  # no copy of the image per tile
 
 
 def test_bad_inputs_rejected() -> None:
     with pytest.raises(UsageError):
-        run_tiled(lambda t: t, torch.rand(3, 10, 10), 0, 0)
+        run_tiled(lambda t: t, _rand(3, 10, 10), 0, 0)
+    with pytest.raises(UsageError, match="Tensor"):  # the glue takes numpy; torch lives behind the adapter
+        run_tiled(lambda t: t, torch.rand(1, 3, 10, 10), 0, 0)
     with pytest.raises(ValueError, match="must return"):
-        run_tiled(lambda t: t[..., :-1, :], torch.rand(1, 3, 40, 40), 16, 2)
+        run_tiled(lambda t: t[..., :-1, :], _rand(1, 3, 40, 40), 16, 2)
 
 
 def test_progress_callback_counts_tiles() -> None:
     calls: list[tuple[int, int]] = []
-    run_tiled(lambda t: t, torch.rand(1, 1, 64, 64), 32, 4, 1, on_tile=lambda d, n: calls.append((d, n)))
+    run_tiled(lambda t: t, _rand(1, 1, 64, 64), 32, 4, 1, on_tile=lambda d, n: calls.append((d, n)))
     assert calls[-1][0] == calls[-1][1] == len(calls) > 1
 
 
 def test_rectangular_tiles() -> None:
     plan = plan_tiles(300, 1000, (320, 200), 16, 8)
     assert len(plan.ys) == 1 and plan.tile_h == 304 and len(plan.xs) > 1 and plan.tile_w <= 200
-    x = torch.rand(1, 3, 300, 1000)
-    torch.testing.assert_close(run_tiled(lambda t: t, x, (320, 200), 16, 8), x)
+    x = _rand(1, 3, 300, 1000)
+    np.testing.assert_allclose(run_tiled(lambda t: t, x, (320, 200), 16, 8), x, rtol=1e-6)
     with pytest.raises(UsageError):
         plan_tiles(300, 1000, (320, 0), 16, 8)
 
@@ -227,8 +253,8 @@ def test_wasteful_tiling_is_warned_about(caplog: pytest.LogCaptureFixture) -> No
     import logging
 
     with caplog.at_level(logging.WARNING, logger="defocus_cli.tiling"):
-        run_tiled(lambda t: t, torch.rand(1, 1, 64, 64), 64, 4, 1)
+        run_tiled(lambda t: t, _rand(1, 1, 64, 64), 64, 4, 1)
     assert "larger --tile" not in caplog.text
     with caplog.at_level(logging.WARNING, logger="defocus_cli.tiling"):
-        run_tiled(lambda t: t, torch.rand(1, 1, 100, 100), 40, 16, 1)
+        run_tiled(lambda t: t, _rand(1, 1, 100, 100), 40, 16, 1)
     assert "larger --tile" in caplog.text

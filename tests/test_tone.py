@@ -91,3 +91,24 @@ def test_bad_tone_lock_metadata_is_a_weights_error(tmp_path, bad: str) -> None: 
 
     with pytest.raises(WeightsError, match="tone_lock_sigma"):
         load_model(weights_file=_sftnet_file(tmp_path / "w.safetensors", 0.0, tone_lock_sigma=bad))
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (7, 13), (37, 53), (101, 66), (129, 257)])
+@pytest.mark.parametrize("sigma", [3.0, 8.0, 32.0, 45.5])
+def test_numpy_lowpass_and_lock_equal_torchs(h: int, w: int, sigma: float) -> None:
+    """Inference's numpy tone lock (every backend, no torch) and training's torch one are one definition."""
+    import numpy as np
+
+    from defocus_cli.tone import lock_tone_np, lowpass_np
+
+    rng = np.random.default_rng(h * 1000 + w)
+    x = rng.random((h, w, 3), dtype=np.float32)
+    y = np.clip(x + rng.normal(0, 0.2, x.shape).astype(np.float32), 0, 1)
+    t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None]  # noqa: E731
+    back = lambda a: a[0].permute(1, 2, 0).numpy()  # noqa: E731
+    low = lowpass_np(x, sigma)
+    assert low.shape == x.shape and low.dtype == np.float32
+    np.testing.assert_allclose(low, back(lowpass(t(x), sigma)), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(lock_tone_np(y, x, sigma), back(lock_tone(t(y), t(x), sigma)), atol=1e-5, rtol=0)
+    if h * w > 1:  # not the identity (a single pixel is its own mean): the comparison is not vacuous
+        assert float(np.abs(low - x).max()) > 1e-3

@@ -61,6 +61,18 @@ def ir_rt_info(xml: Path) -> dict[str, str]:
     return {child.tag: child.get("value", "") for child in node}
 
 
+def ir_traits(path: Path) -> dict[str, Any]:
+    """The network's traits the OpenVINO backend runs with (``defocus_cli.backends.openvino.TRAIT_KEYS``), so that
+    it needs no torch network: the arch class's ``multiple_of``, ``receptive_field`` and ``bytes_per_pixel`` and
+    the file's ``tone_lock_sigma`` metadata (what ``runtime.engine_traits`` reads from the loaded network)."""
+    from defocus_cli.weights import tone_lock_sigma_from_metadata
+
+    meta = read_metadata(path)
+    cls = registry.load_class(str(meta.get("arch")))
+    return {"multiple_of": int(cls.multiple_of), "receptive_field": int(cls.receptive_field),
+            "bytes_per_pixel": cls.bytes_per_pixel, "tone_lock_sigma": tone_lock_sigma_from_metadata(meta)}
+
+
 def openvino_for(path: Path, old: dict[str, Any] | None) -> dict[str, Any]:
     """The ``openvino`` field of ``path``'s entry from the IR files beside it ({} when there are none)."""
     name = path.stem
@@ -82,7 +94,8 @@ def openvino_for(path: Path, old: dict[str, Any] | None) -> dict[str, Any]:
     if len(sources) != 1 or not all(sources):
         raise SystemExit(f"{path.parent}/{name}.openvino-*.xml: IR files from different or unknown weights "
                          f"({sorted(sources)}); re-run python tools/export_openvino.py --model {name}")
-    out: dict[str, Any] = {"source_sha256": sources.pop(), "files": files, "gate": gate}
+    out: dict[str, Any] = {"source_sha256": sources.pop(), "files": files, "gate": gate,
+                           "traits": ir_traits(path)}
     for key in KEPT_OPENVINO_KEYS:
         if (old or {}).get(key):
             out[key] = old[key]  # type: ignore[index]

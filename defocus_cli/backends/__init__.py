@@ -73,7 +73,8 @@ def missing_openvino_error() -> DeviceError:
 
 
 def cpu_class() -> str:
-    """``"native-bf16"`` on a CPU with native bf16 dot products, else ``"no-bf16"`` (see the module docstring)."""
+    """``"native-bf16"`` on a CPU with native bf16 dot products, else ``"no-bf16"`` (see the module docstring);
+    read from the CPU's flags (:func:`defocus_cli.devices.cpu_has_native_bf16`), without torch."""
     from defocus_cli.devices import cpu_has_native_bf16
 
     return "native-bf16" if cpu_has_native_bf16() else "no-bf16"
@@ -196,19 +197,26 @@ def choose(
     raise UsageError(f"no OpenVINO precision of {model!r} passed its quality gate; use --backend torch")
 
 
-def select_engine(loaded: Any, backend: str, precision: str, device: Any) -> tuple[Any, Choice]:
-    """The engine to run for a loaded model: ``(engine, choice)``.
+def select_host_engine(
+    spec: Any, name: str, weights_sha256: str, backend: str, precision: str, device_type: str
+) -> tuple[Any | None, Choice]:
+    """Choose the backend (:func:`choose`) and, when it is OpenVINO, load its engine: ``(engine, choice)``, with
+    ``engine`` ``None`` when the torch network is to run. Needs no torch: a registered model's IR, its traits and
+    its pins all come from the registry row (:func:`defocus_cli.backends.openvino.load_engine`).
 
     Args:
-        loaded: a :class:`defocus_cli.weights.LoadedModel`.
+        spec: the model's :class:`defocus_cli.registry.ModelSpec`; ``None`` for a user's own ``--weights`` file.
+        name: the model's name (messages).
+        weights_sha256: sha256 of the weights the IR must have been exported from (the registry's pin for a
+            registered model, the loaded file's otherwise).
         backend, precision: ``--backend`` and ``--precision`` as given.
-        device: the resolved ``torch.device``.
+        device_type: the resolved device's type (``"cpu"``, ``"cuda"``, ``"mps"``).
 
     Returns:
-        The torch network (``choice.precision`` is then the user's request, resolved once by
-        :meth:`defocus_cli.restorer.Restorer.create`) or an :class:`defocus_cli.backends.openvino.OpenVINOEngine`
-        (``choice.precision`` its resolved precision). When ``auto`` chose OpenVINO but its IR cannot be loaded
-        (files missing or not matching their pins), the torch network, with a warning.
+        ``(None, choice)`` for torch (``choice.precision`` the user's request, resolved later by
+        :meth:`defocus_cli.restorer.Restorer.create`), or ``(OpenVINOEngine, choice)`` (its resolved precision).
+        When ``auto`` chose OpenVINO but its IR cannot be loaded (files missing or not matching their pins):
+        ``(None, torch choice)``, with a warning.
 
     Raises:
         the errors of :func:`choose` and, for an explicit OpenVINO request,
@@ -216,22 +224,37 @@ def select_engine(loaded: Any, backend: str, precision: str, device: Any) -> tup
     """
     from defocus_cli.errors import WeightsError
 
-    spec = getattr(loaded, "spec", None)
-    choice = choose(backend, precision, device_type=device.type, model=loaded.name, weights_sha256=loaded.sha256,
+    choice = choose(backend, precision, device_type=device_type, model=name, weights_sha256=weights_sha256,
                     row=spec.openvino if spec is not None else None, own_file=spec is None)
     log.info("backend: %s (%s)", choice.backend, choice.reason)
     if choice.backend == "openvino":
         from defocus_cli.backends.openvino import load_engine
 
         try:
-            return load_engine(loaded, choice.precision), choice
+            return load_engine(spec, choice.precision, weights_sha256=weights_sha256), choice
         except WeightsError as e:
             if (backend or "auto").strip().lower() != "auto" or (precision or "").strip().lower() == "int8":
                 raise
             log.warning("%s; running the torch backend instead", e)
             choice = Choice("torch", "auto", str(e))
-    return loaded.module, choice
+    return None, choice
 
 
-__all__ = ["select_engine", "BACKENDS", "OPENVINO_PRECISIONS", "INSTALL_HINT", "Choice", "choose", "cpu_class",
+def select_engine(loaded: Any, backend: str, precision: str, device: Any) -> tuple[Any, Choice]:
+    """The engine to run for a loaded model: ``(engine, choice)`` (:func:`select_host_engine`, else the torch
+    network ``loaded.module``).
+
+    Args:
+        loaded: a :class:`defocus_cli.weights.LoadedModel`.
+        backend, precision: ``--backend`` and ``--precision`` as given.
+        device: the resolved device (``torch.device`` or ``"cpu"``).
+    """
+    from defocus_cli.devices import device_type
+
+    engine, choice = select_host_engine(getattr(loaded, "spec", None), loaded.name, loaded.sha256, backend,
+                                        precision, device_type(device))
+    return (loaded.module if engine is None else engine), choice
+
+
+__all__ = ["select_engine", "select_host_engine", "BACKENDS", "OPENVINO_PRECISIONS", "INSTALL_HINT", "Choice", "choose", "cpu_class",
            "openvino_available", "validated_precisions", "ir_problem", "missing_openvino_error"]

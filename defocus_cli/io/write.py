@@ -26,11 +26,11 @@ _EIGHT_BIT_ONLY = {"jpeg", "webp", "heif"}
 
 
 def to_integer(pixels: np.ndarray, bit_depth: int) -> np.ndarray:
-    """Float ``[0, 1]`` → uint8 (``bit_depth`` 8) or uint16 (16), clipped and rounded."""
+    """Float ``[0, 1]`` → uint8 (``bit_depth`` 8) or uint16 (16), clipped and rounded (NaN → 0, ±inf clipped)."""
     maxv = np.float32(65535.0 if bit_depth == 16 else 255.0)
     out = np.multiply(np.asarray(pixels), maxv, dtype=np.float32)  # one float32 buffer, reused below
-    np.nan_to_num(out, copy=False, nan=0.0)
-    np.clip(out, 0.0, maxv, out=out)
+    np.fmax(out, np.float32(0.0), out=out)  # NaN and -inf → 0 (fmax ignores NaN): nan_to_num + clip in two passes
+    np.fmin(out, maxv, out=out)  # +inf → maxv
     out += np.float32(0.5)
     return out.astype(np.uint16 if bit_depth == 16 else np.uint8)
 

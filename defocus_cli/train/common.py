@@ -92,15 +92,18 @@ def to_cpu(obj: Any) -> Any:
 
 def forward_padded(module: Any, x: torch.Tensor, method: str | None = None) -> torch.Tensor:
     """``module(x)`` (or ``module.<method>(x)``) for ``x`` ``(N, C, H, W)`` of any size, on ``x``'s device:
-    padded at the bottom/right to the module's ``multiple_of`` by the engine's padding
-    (:func:`defocus_cli.tiling.pad_to_multiple`) and cropped back to ``(N, C_out, H, W)``; not clamped. For
-    evaluations that call a network directly instead of through :class:`defocus_cli.restorer.Restorer`."""
+    padded at the bottom/right to the module's ``multiple_of`` by the engine's padding rule
+    (:func:`defocus_cli.tiling.padding_for`, applied to the tensor) and cropped back to ``(N, C_out, H, W)``; not
+    clamped. For evaluations that call a network directly instead of through :class:`defocus_cli.restorer.Restorer`."""
+    import torch.nn.functional as F
+
     from defocus_cli.runtime import engine_traits
-    from defocus_cli.tiling import pad_to_multiple
+    from defocus_cli.tiling import padding_for
 
     h, w = x.shape[-2:]
+    ph, pw, mode = padding_for(h, w, engine_traits(module).multiple_of)
     fn = getattr(module, method) if method else module
-    return fn(pad_to_multiple(x, engine_traits(module).multiple_of))[..., :h, :w]
+    return fn(F.pad(x, (0, pw, 0, ph), mode=mode) if ph or pw else x)[..., :h, :w]
 
 
 def module_device(module: Any) -> torch.device:
