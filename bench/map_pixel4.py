@@ -52,7 +52,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 def main() -> None:
     import cv2
 
-    from defocus_cli.defocus_map import estimate_dp_map
+    from defocus_cli.defocus_map import LEARNED_WORK_SIDE, estimate_dp_map
     from defocus_cli.io.maps import load_dp_pair
     from defocus_cli.io.read import read_samples
 
@@ -67,10 +67,14 @@ def main() -> None:
     ap.add_argument("--no-linear", action="store_true",
                     help="learned: feed the linear views as they are (as before issue 15), not through "
                          "prepare_linear_dp (gain equalisation + tone curve, what `defocus map --black-level` does)")
+    ap.add_argument("--work-side", type=int, default=None,
+                    help="learned: long side (px) the network works at (default: the product's "
+                         "defocus_map.LEARNED_WORK_SIDE; 0 = full resolution)")
     ap.add_argument("--tag", default="", help="suffix of the results file name")
     args = ap.parse_args()
     if not DATA.is_dir():
         sys.exit(f"needs {DATA} (development data, not part of a clone)")
+    work_side = LEARNED_WORK_SIDE if args.work_side is None else args.work_side
     model = None
     if args.method == "learned":
         from defocus_cli.weights import load_model
@@ -92,7 +96,7 @@ def main() -> None:
         t = time.perf_counter()
         res = estimate_dp_map(
             lp, rp, model=model, method=args.method, baseline=args.baseline,
-            max_disparity=args.max_disparity, window=args.window, linear=not args.no_linear,
+            max_disparity=args.max_disparity, window=args.window, linear=not args.no_linear, work_side=work_side,
         )
         secs = time.perf_counter() - t
         valid = gt > 0
@@ -105,7 +109,8 @@ def main() -> None:
     out = ROOT / "bench" / "results" / f"map_pixel4_{args.method}{'_' + args.tag if args.tag else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
-        json.dumps({"method": args.method, "weights": args.weights, "linear": not args.no_linear, "scale": args.scale, "max_disparity": args.max_disparity,
+        json.dumps({"method": args.method, "weights": args.weights, "linear": not args.no_linear, "scale": args.scale,
+                    "work_side": work_side if args.method == "learned" else None, "max_disparity": args.max_disparity,
                     "window": args.window, "rows": rows, "mean_spearman": mean,
                     "mean_abs_spearman": mean_abs, "min_abs_spearman": float(min(abs(r["spearman"]) for r in rows)),
                     "mean_seconds": float(np.mean([r["seconds"] for r in rows]))}, indent=2) + "\n"

@@ -254,6 +254,30 @@ def test_learned_vertical_baseline_transposes_back(monkeypatch: pytest.MonkeyPat
     np.testing.assert_allclose(res.radius[:, 6:], 0.0)
 
 
+def test_learned_work_factor_halves_to_the_working_side() -> None:
+    from defocus_cli.defocus_map import learned_work_factor
+
+    assert learned_work_factor((1008, 1344), 800) == 2  # a Pixel 4 DP frame runs at 672 px
+    assert learned_work_factor((3024, 4032), 800) == 8
+    assert learned_work_factor((600, 800), 800) == 1
+    assert learned_work_factor((1008, 1344), 0) == learned_work_factor((1008, 1344), None) == 1
+    with pytest.raises(UsageError, match="work_side"):
+        learned_work_factor((8, 8), -1)
+
+
+def test_learned_map_at_a_working_scale_is_in_input_px() -> None:
+    """The network sees views reduced 4x (48 px → 12 ≤ 16); the map comes back at 40x48 and in input px: a
+    uniform disparity signal of 1 gives radius 10 (the stand-in) x 4 (the factor), against 10 at full size."""
+    net = _TinyMapNet()
+    left = np.ones((40, 48), np.float32)
+    res = estimate_dp_map(left, np.zeros_like(left), net, baseline="h", tile=0, work_side=16)
+    assert res.radius.shape == (40, 48) and res.info["work_factor"] == 4
+    np.testing.assert_allclose(res.radius, 40.0, rtol=1e-5)
+    full = estimate_dp_map(left, np.zeros_like(left), net, baseline="h", tile=0, work_side=0)
+    assert full.info["work_factor"] == 1
+    np.testing.assert_allclose(full.radius, 10.0, rtol=1e-5)
+
+
 def test_learned_single_image_uses_engine_defocus_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict[str, Any]] = []
     _fake_loader(monkeypatch, _TinyDeblur(), calls)
