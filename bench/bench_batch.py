@@ -4,8 +4,9 @@ A folder of ``--count`` photos (default 20 PNGs of 840x560: the DPDD inputs of `
 flipped, or the synthetic bench pattern without ``../shared``) is deblurred per engine, each in a fresh child
 process that loads the model once and then, after one warm-up photo:
 
-* ``forward``: ``--reps`` warm forwards of one photo through ``runtime.run_engine`` (median; tone lock and the
-  rest of ``process`` not included): the network's own rate, ``60 / forward`` photos per minute;
+* ``forward``: ``--reps`` warm passes of one photo through the restorer the command builds
+  (``api.load_restorer(ENGINE, backend="auto")``: the backend, device and precision ``auto`` picks; tone lock and the rest of
+  ``process`` not included): the engine's own rate, ``60 / forward`` photos per minute;
 * ``process``: the median of the same photo through the deblur ``process`` function (forward + tone lock +
   strength/clamp/layout);
 * ``batch`` with ``pipeline=0`` (one photo at a time: read, process, encode, write) and with the default
@@ -82,30 +83,31 @@ def child(engine: str, folder: str, reps: int, io_nice: int = 0) -> dict[str, An
     """In the child: the forward, ``process`` and both batch modes, model loaded once; ``io_nice`` > 0 adds a
     pipelined run whose reader and writer threads are niced (an experiment: does a lower priority of the I/O
     threads keep them from stalling the network's threads?)."""
-    import torch
+    import numpy as np
 
-    from defocus_cli import api, batch, devices, runtime, weights
+    from defocus_cli import api, batch, runtime
     from defocus_cli.io.read import read_photo
 
     runtime.tune_allocator()
-    dev = devices.resolve_device("cpu")
-    lm = weights.load_model(engine)
-    prec = devices.resolve_precision("auto", lm.module, dev)
-    process = api.make_deblur_fn(api.load_restorer(lm, device=dev, precision=prec, tile="auto"))
+    # the restorer exactly as `defocus deblur FOLDER --model ENGINE` builds it (backend, device and precision auto)
+    restorer = api.load_restorer(engine, backend="auto")
+    process = api.make_deblur_fn(restorer)
     files = sorted(Path(folder).glob("*.png"))
     photo = read_photo(files[0])
-    x = torch.from_numpy(photo.pixels.transpose(2, 0, 1).copy())[None]
+    x = np.ascontiguousarray(photo.pixels.transpose(2, 0, 1))[None]
     process(photo)  # warm-up: first-call costs out of every figure below
     fw, pr = [], []
     for _ in range(reps):
         s = time.perf_counter()
-        runtime.run_engine(lm.module, x, device=dev, precision=prec, tile="auto")
+        restorer.run(x)
         fw.append(time.perf_counter() - s)
         s = time.perf_counter()
         process(photo)
         pr.append(time.perf_counter() - s)
+    opts_ = restorer.options
     out: dict[str, Any] = {"engine": engine, "photos": len(files), "forward_s": C.median(fw),
-                           "process_s": C.median(pr), "threads": torch.get_num_threads()}
+                           "process_s": C.median(pr), "threads": int(os.environ.get("DEFOCUS_THREADS") or runtime.cpu_count()),
+                           "backend": opts_.backend, "precision": opts_.precision}
     modes = [("sequential", 0), ("pipelined", batch.PIPELINE_DEPTH)]
     if io_nice:
         modes.append(("pipelined_nice", batch.PIPELINE_DEPTH))
@@ -172,7 +174,7 @@ def main() -> None:
             if label in r:
                 r[label]["of_forward_rate"] = r[label]["photos_per_min"] / fw_rate
         results.append(r)
-        rows.append({"engine": engine, "photos": n, "forward_s": r["forward_s"], "process_s": r["process_s"],
+        rows.append({"engine": engine, "backend": f"{r['backend']} {r['precision']}", "photos": n, "forward_s": r["forward_s"], "process_s": r["process_s"],
                      "forward_per_min": fw_rate,
                      "seq_per_min": r["sequential"]["photos_per_min"],
                      "seq_of_fw": r["sequential"]["of_forward_rate"],
@@ -183,7 +185,7 @@ def main() -> None:
                      "others": max(r["sequential"]["others"], r["pipelined"]["others"])})
     print(f"# {n} photos of {args.size} in one folder; threads {results[0]['threads'] if results else '?'}; "
           "per_min = photos per minute, *_of_fw = share of the forward-only rate (target >= 0.9)\n")
-    print(C.table(rows, ["engine", "photos", "forward_s", "process_s", "forward_per_min", "seq_per_min", "seq_of_fw",
+    print(C.table(rows, ["engine", "backend", "photos", "forward_s", "process_s", "forward_per_min", "seq_per_min", "seq_of_fw",
                          "pipe_per_min", "pipe_of_fw", *(["nice_of_fw"] if args.io_nice else []), "cli_s",
                          "cli_per_min", "others"]))
     path = C.write_json(args.out, {"machine": C.machine(), "size": args.size, "results": results})
