@@ -61,21 +61,15 @@ def describe_os_error(e: OSError, path: str | os.PathLike[str] | None = None) ->
     return e.strerror or type(e).__name__
 
 
+_FILE_KINDS: tuple[tuple[Callable[[int], bool], str], ...] = (
+    (stat.S_ISREG, "regular file"), (stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "named pipe"),
+    (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"),
+)
+
+
 def file_kind(mode: int) -> str:
     """What a ``st_mode`` is, in words: ``"regular file"``, ``"folder"``, ``"named pipe"``..."""
-    if stat.S_ISREG(mode):
-        return "regular file"
-    if stat.S_ISDIR(mode):
-        return "folder"
-    if stat.S_ISFIFO(mode):
-        return "named pipe"
-    if stat.S_ISCHR(mode):
-        return "character device"
-    if stat.S_ISBLK(mode):
-        return "block device"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    return "special file"
+    return next((name for test, name in _FILE_KINDS if test(mode)), "special file")
 
 
 # ------------------------------------------------------------------------------------------------- reading
