@@ -510,7 +510,9 @@ def run_tiles(
         if not clamp:
             return y
         # in place when the engine handed over an array of its own (OpenVINO's copy), else into a new one
-        own = isinstance(y, np.ndarray) and y.flags.owndata and y.flags.writeable and y.dtype == np.float32
+        base = y if isinstance(y, np.ndarray) and y.flags.owndata else getattr(y, "base", None)
+        own = (isinstance(y, np.ndarray) and isinstance(base, np.ndarray) and base.flags.owndata  # or a view of one
+               and y.flags.writeable and y.dtype == np.float32)
         return np.clip(y, 0.0, 1.0, out=y if own and not np.may_share_memory(y, xt) else None)
 
     retries = 0

@@ -248,13 +248,30 @@ def padding_for(height: int, width: int, multiple_of: int) -> tuple[int, int, st
     return ph, pw, "reflect" if (ph < height and pw < width) else "replicate"
 
 
+def channels_last(a: np.ndarray) -> bool:
+    """Whether the ``(N, C, H, W)`` array ``a`` (C > 1) lies in memory as NHWC (e.g. an ``(H, W, C)`` photo seen
+    as ``(1, C, H, W)``, or an NHWC engine's result)."""
+    return a.ndim == 4 and a.shape[1] > 1 and a.strides[1] < a.strides[3]
+
+
+def _crop(a: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``a[..., :h, :w]`` as a compact copy in ``a``'s own memory layout (NCHW or NHWC)."""
+    if channels_last(a):
+        return np.ascontiguousarray(a.transpose(0, 2, 3, 1)[:, :h, :w]).transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(a[..., :h, :w])
+
+
 def pad_to_multiple(x: np.ndarray, multiple_of: int) -> np.ndarray:
     """Pad ``x`` ``(N, C, H, W)`` at the bottom/right to multiples of ``multiple_of`` (:func:`padding_for`:
-    reflect, or replicate where the image is too small). Returns ``x`` itself when no padding is needed."""
+    reflect, or replicate where the image is too small), keeping its memory layout (NCHW or NHWC). Returns
+    ``x`` itself when no padding is needed."""
     ph, pw, mode = padding_for(x.shape[-2], x.shape[-1], multiple_of)
     if ph == 0 and pw == 0:
         return x
-    return np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="reflect" if mode == "reflect" else "edge")
+    np_mode = "reflect" if mode == "reflect" else "edge"
+    if channels_last(x):
+        return np.pad(x.transpose(0, 2, 3, 1), ((0, 0), (0, ph), (0, pw), (0, 0)), mode=np_mode).transpose(0, 3, 1, 2)
+    return np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode=np_mode)
 
 
 def default_blend(overlap: int) -> int:
@@ -293,7 +310,8 @@ def run_tiled(
         on_tile: optional progress callback ``(done, total)`` after each tile.
 
     Returns:
-        ``(N, C_out, H, W)`` float32 array.
+        ``(N, C_out, H, W)`` float32 array, laid out in memory as ``fn``'s results are (NHWC results give an
+        NHWC image, so an ``(H, W, C)`` photo's result needs no transposing copy).
 
     Raises:
         UsageError: invalid tile/overlap (see :func:`plan_tiles`) or ``x`` not a 4-D array.
@@ -309,7 +327,7 @@ def run_tiled(
         _check_out(out, xp.shape, (plan.tile_h, plan.tile_w))
         if on_tile is not None:
             on_tile(1, 1)
-        return out if out.shape[-2:] == (h, w) else np.ascontiguousarray(out[..., :h, :w])
+        return out if out.shape[-2:] == (h, w) else _crop(out, h, w)
     b = default_blend(overlap) if blend is None else max(0, int(blend))
     b = min(b, 2 * overlap)
     log.debug(
@@ -329,7 +347,10 @@ def run_tiled(
         out = np.asarray(fn(xp[..., y0:y1, x0:x1]), dtype=np.float32)
         _check_out(out, xp.shape, (y1 - y0, x1 - x0))
         if acc is None:
-            acc = np.zeros((n, out.shape[1], plan.height, plan.width), dtype=np.float32)
+            if channels_last(out):
+                acc = np.zeros((n, plan.height, plan.width, out.shape[1]), dtype=np.float32).transpose(0, 3, 1, 2)
+            else:
+                acc = np.zeros((n, out.shape[1], plan.height, plan.width), dtype=np.float32)
         wt = tile_weights(plan, y0, x0, b)
         acc[..., y0:y1, x0:x1] += out * wt
         wsum[y0:y1, x0:x1] += wt
@@ -339,7 +360,7 @@ def run_tiled(
     assert acc is not None
     acc /= wsum
     if (plan.height, plan.width) != (h, w):
-        acc = np.ascontiguousarray(acc[..., :h, :w])
+        acc = _crop(acc, h, w)
     return acc
 
 

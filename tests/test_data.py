@@ -235,3 +235,48 @@ def test_noise_scale_scales_the_noise() -> None:
         amp.append(float((s["blur"] - clean["blur"]).abs().mean()))
     assert amp[0] < 1e-6 < amp[1] < amp[2]
     assert 0.3 < amp[1] / amp[2] < 0.7  # roughly proportional (the tone curve bends it a little)
+
+
+def test_subpixel_kernels_grow_continuously_from_a_delta() -> None:
+    """Fractional CoC radii (the ``subpixel`` synthesis): each kernel sums to 1 and is centred, L and R mirror
+    each other, a radius below 1/8 px is a delta, the spread grows monotonically with the radius (no jumps
+    between the integer levels the plain model knows), and at integer radii it matches :func:`dp_kernels`'s."""
+    from defocus_cli.archs._dpkernels import dp_kernels, dp_kernels_subpixel, kernel_size_subpixel
+
+    def spread(k: np.ndarray) -> float:
+        c = k.shape[0] // 2
+        yy, xx = np.mgrid[: k.shape[0], : k.shape[1]] - c
+        return float(np.sqrt((k * (yy**2 + xx**2)).sum()))
+
+    assert dp_kernels_subpixel(0.1)[0].shape == (1, 1)
+    radii = np.arange(0.25, 6.01, 0.25)
+    spreads = []
+    for r in radii:
+        comb, left, right = dp_kernels_subpixel(r)
+        assert comb.shape[0] == kernel_size_subpixel(r) and comb.shape[0] % 2 == 1
+        for k in (comb, left, right):
+            assert abs(k.sum() - 1) < 1e-9
+        np.testing.assert_allclose(right, left[::-1, ::-1])
+        np.testing.assert_allclose(comb, comb[::-1, ::-1], atol=1e-12)
+        spreads.append(spread(comb))
+    assert np.all(np.diff(spreads) > 0)
+    for r in (2, 4, 6):
+        assert abs(spreads[int(r / 0.25) - 1] - spread(dp_kernels(r)[0])) < 0.15 * r
+    neg = dp_kernels_subpixel(-1.5)
+    np.testing.assert_allclose(neg[1], dp_kernels_subpixel(1.5)[2])
+
+
+def test_subpixel_synthesis_makes_blur_between_the_integer_levels() -> None:
+    from defocus_cli.data.synth import quantise_coc
+
+    q = quantise_coc(torch.tensor([0.1, 0.4, 1.3, 2.2, 3.9, -5.4]), subpixel=True)
+    assert q.tolist() == [0.0, 0.5, 1.25, 2.0, 4.0, -5.0]
+    assert quantise_coc(torch.tensor([0.4, 1.3]), subpixel=False).tolist() == [0.0, 1.0]
+    img = torch.zeros(3, 48, 48)
+    img[:, :, 24:] = 1.0  # a vertical step edge
+    blurred = {c: layered_dp_blur(img, torch.full((48, 48), c), 3, 2.5, 0.1, subpixel=True)[0, 0, 24]
+               for c in (0.0, 0.5, 1.0)}
+    edge = {c: float((v[20:28] - img[0, 24, 20:28]).abs().sum()) for c, v in blurred.items()}
+    assert edge[0.0] < 1e-6 < edge[0.5] < edge[1.0]
+    integer = layered_dp_blur(img, torch.full((48, 48), 0.5), 3, 2.5, 0.1)[0, 0, 24]
+    assert float((integer[20:28] - img[0, 24, 20:28]).abs().sum()) < 1e-6  # the integer model rounds 0.5 to 0

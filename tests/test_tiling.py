@@ -258,3 +258,39 @@ def test_wasteful_tiling_is_warned_about(caplog: pytest.LogCaptureFixture) -> No
     with caplog.at_level(logging.WARNING, logger="defocus_cli.tiling"):
         run_tiled(lambda t: t, _rand(1, 1, 100, 100), 40, 16, 1)
     assert "larger --tile" in caplog.text
+
+
+@pytest.mark.parametrize("tile,h,w", [(0, 37, 50), (24, 37, 50), (24, 40, 48)])
+def test_channels_last_results_stay_channels_last(tile: int, h: int, w: int) -> None:
+    """An engine that hands back NHWC memory (the OpenVINO backend) gets an NHWC image back, padded or not,
+    whole or tiled, with the same values as the NCHW path; NCHW results stay NCHW."""
+    from defocus_cli.tiling import channels_last
+
+    rng = np.random.default_rng(0)
+    photo = rng.random((h, w, 3), dtype=np.float32)
+    x = photo.transpose(2, 0, 1)[None]  # (1, 3, H, W) seen over (H, W, 3) memory
+    assert channels_last(x) and not channels_last(np.ascontiguousarray(x))
+
+    def nchw(t: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(t) * 0.5 + 0.25
+
+    def nhwc(t: np.ndarray) -> np.ndarray:
+        return (np.ascontiguousarray(t.transpose(0, 2, 3, 1)) * 0.5 + 0.25).transpose(0, 3, 1, 2)
+
+    a = run_tiled(nchw, x, tile, 4, multiple_of=8)
+    b = run_tiled(nhwc, x, tile, 4, multiple_of=8)
+    assert not channels_last(a) and channels_last(b)
+    assert b.shape == (1, 3, h, w)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(b, x * 0.5 + 0.25, atol=1e-6)
+    # the photo's (H, W, 3) result is then a view, no copy
+    assert b[0].transpose(1, 2, 0).flags.c_contiguous
+
+
+def test_padding_keeps_the_memory_layout() -> None:
+    from defocus_cli.tiling import channels_last
+
+    x = np.arange(2 * 3 * 5 * 6, dtype=np.float32).reshape(2, 5, 6, 3).transpose(0, 3, 1, 2)
+    p = pad_to_multiple(x, 4)
+    assert p.shape == (2, 3, 8, 8) and channels_last(p)
+    np.testing.assert_array_equal(p, pad_to_multiple(np.ascontiguousarray(x), 4))

@@ -8,9 +8,11 @@ classical map's disparity → CoC conversion (:mod:`defocus_cli.map_classical`) 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-__all__ = ["dp_kernels", "kernel_size", "ORDERS", "CUTOFF_FACTORS", "BETAS", "SMOOTH"]
+__all__ = ["dp_kernels", "dp_kernels_subpixel", "kernel_size_subpixel", "kernel_size", "ORDERS", "CUTOFF_FACTORS", "BETAS", "SMOOTH"]
 
 #: The paper's parameter grid: Butterworth order, cut-off factor, β; and the smoothing strength.
 ORDERS = (3, 6, 9)
@@ -102,3 +104,77 @@ def dp_kernels(
         left, right = right, left
     return comb, left, right
 
+
+
+
+def kernel_size_subpixel(coc: float, smooth: float = 7) -> int:
+    """Side of the kernels :func:`dp_kernels_subpixel` returns for ``coc``."""
+    rho = abs(float(coc))
+    if rho < 0.125:
+        return 1
+    k = 2 * (int(np.ceil(rho)) + 1) + 1
+    return k + 2 * (_smoothing_window(int(round(2 * rho + 1)), smooth) // 2)
+
+
+@functools.lru_cache(maxsize=4096)
+def _subpixel_cached(coc: float, order: float, cutoff_factor: float, beta: float, smooth: float,
+                     supersample: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rho = abs(coc)
+    if rho < 0.125:
+        d = np.ones((1, 1), np.float64)
+        return d, d.copy(), d.copy()
+    r = int(np.ceil(rho)) + 1  # the tent below reaches one pixel beyond the disc
+    k = 2 * r + 1
+    n = 2 * int(supersample)
+    sub = (np.arange(n, dtype=np.float64) + 0.5) / n * 2 - 1  # sub-pixel offsets in (-1, 1)
+    tent = 1 - np.abs(sub)
+    w2 = (tent[:, None] * tent[None, :]) / (tent.sum() ** 2)
+    yy, xx = np.mgrid[0:k, 0:k].astype(np.float64) - r
+    sy = yy[:, :, None, None] + sub[None, None, :, None]
+    sx = xx[:, :, None, None] + sub[None, None, None, :]
+    cover = ((np.hypot(sy, sx) <= rho) * w2).sum(axis=(2, 3))
+    dist = np.hypot(yy, xx)
+    q = (dist / max(2 * rho / cutoff_factor, 1e-6)) ** (2 * order)
+    bw = q / (1.0 + q)
+    inside = dist <= rho
+    lo, hi = (bw[inside].min(), bw[inside].max()) if inside.sum() > 1 else (0.0, 0.0)
+    bw = np.clip(beta + (1.0 - beta) * (bw - lo) / (hi - lo), beta, 1.0) if hi > lo else np.ones_like(bw)
+    core = cover * bw
+    g = _smoothing_window(int(round(2 * rho + 1)), smooth)
+    pad = g // 2
+    comb = np.pad(core, pad)
+    if g > 1:
+        comb = _conv_same_zero(comb, _gaussian_1d(g))
+    ramp = np.linspace(0.0, 1.0, comb.shape[1])[None, :]
+    left = comb * ramp
+    right = left[::-1, ::-1].copy()
+    comb, left, right = comb / comb.sum(), left / left.sum(), right / right.sum()
+    if coc < 0:
+        left, right = right, left
+    for a in (comb, left, right):
+        a.setflags(write=False)
+    return comb, left, right
+
+
+def dp_kernels_subpixel(
+    coc: float,
+    order: float = 3,
+    cutoff_factor: float = 2.5,
+    beta: float = 0.1,
+    smooth: float = 7,
+    supersample: int = 8,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`dp_kernels` for a fractional CoC radius ``ρ = |coc|``: blur of 0.5, 1.25 or 2.75 px exists (the
+    integer model knows only a delta, a 5-pixel cross and a 5×5 disc below 3 px, where most of a real photo's
+    blur lies).
+
+    Each tap is the disc of radius ρ integrated against a pixel tent (box ⊗ box: the sharp image is
+    piecewise constant and the output pixel integrates light), sampled on ``2·supersample`` sub-pixel
+    positions per axis, so the kernel grows continuously from a delta. The disc is weighted by the same
+    Butterworth profile as :func:`dp_kernels` (``D0 = 2ρ / cutoff_factor``, rescaled to [β, 1] over the pixels
+    inside the disc), smoothed with the window of ``k = round(2ρ + 1)``, and split into L/R views by the
+    same ramp and sign convention. A delta for ``ρ < 0.125``. Returns read-only (cached) ``(combined, left,
+    right)`` float64 ``(K, K)``, ``K = kernel_size_subpixel(coc)``, each summing to 1.
+    """
+    return _subpixel_cached(float(coc), float(order), float(cutoff_factor), float(beta), float(smooth),
+                            int(supersample))

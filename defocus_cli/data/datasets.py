@@ -84,6 +84,7 @@ class SyntheticDP(Dataset):
         highlight_prob: fraction of samples whose highlights clip after the blur.
         min_blur_fraction: the per-sample largest |CoC| is drawn in ``[min_blur_fraction, 1] × max``.
         noise_scale: multiplies the sensor noise's standard deviation.
+        subpixel: fractional blur radii with anti-aliased kernels (see :class:`SynthParams`).
         grid: :meth:`scene` synthesises one ``grid·P`` scene and cuts ``grid²`` patches from it (one blur
             of a larger scene is several times cheaper per patch than ``grid²`` small ones).
     """
@@ -92,7 +93,7 @@ class SyntheticDP(Dataset):
                  split: str = "train", coc_scale: float = 1.0, length: int = 10**6,
                  device: str | torch.device = "cpu", noise: bool = True, coc_px: float | None = None,
                  in_focus_prob: float = 0.0, highlight_prob: float = 0.0, grid: int = 1,
-                 min_blur_fraction: float = 0.15, noise_scale: float = 1.0) -> None:
+                 min_blur_fraction: float = 0.15, noise_scale: float = 1.0, subpixel: bool = False) -> None:
         self.paths = _resolve_photos(photos, split)
         if not self.paths:
             raise InputError(f"no photos for split {split!r}: expected image files")
@@ -108,6 +109,7 @@ class SyntheticDP(Dataset):
         self.grid = max(1, int(grid))
         self.min_blur_fraction = float(min_blur_fraction)
         self.noise_scale = float(noise_scale)
+        self.subpixel = bool(subpixel)
         self._cache: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:
@@ -152,7 +154,7 @@ class SyntheticDP(Dataset):
             crop = crop.transpose(-1, -2)
         params = SynthParams(max_coc=max_coc, noise=self.noise, in_focus_prob=self.in_focus_prob,
                              highlight_prob=self.highlight_prob, min_blur_fraction=self.min_blur_fraction,
-                             noise_scale=self.noise_scale)
+                             noise_scale=self.noise_scale, subpixel=self.subpixel)
         return synthesize(crop.to(self.device), m, rng, params)
 
 

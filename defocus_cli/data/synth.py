@@ -36,7 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from defocus_cli.archs._dpkernels import BETAS, CUTOFF_FACTORS, ORDERS, SMOOTH, dp_kernels, kernel_size
+from defocus_cli.archs._dpkernels import (BETAS, CUTOFF_FACTORS, ORDERS, SMOOTH, dp_kernels, dp_kernels_subpixel,
+                                         kernel_size)
 
 REFERENCE_LONG_SIDE = 1680
 REFERENCE_MAX_COC = 25.0
@@ -71,6 +72,8 @@ class SynthParams:
     """Probability of boosting highlights above 1 (linear) before the blur; clipped after it."""
     noise_scale: float = 1.0
     """Multiplies the noise standard deviation (0.5: a quarter of the variance, like a 2x-downscaled photo)."""
+    subpixel: bool = False
+    """Fractional CoC radii (:func:`quantise_coc`, anti-aliased kernels) instead of integer ones."""
 
 
 def _low_freq_noise(size: int, cells: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -127,12 +130,26 @@ def signed_coc(invd: torch.Tensor, max_coc: float, rng: np.random.Generator, min
     return diff * s
 
 
-def _kernel_bank(levels: list[int], order: int, cutoff: float, beta: float, size: int,
-                 device: torch.device) -> torch.Tensor:
+def quantise_coc(coc: torch.Tensor, subpixel: bool = False) -> torch.Tensor:
+    """The blur levels of a signed CoC map: integer radii, or with ``subpixel`` steps of 0.25 px below 1.5 px,
+    0.5 px below 4 px and 1 px above (fine where blur is small and common, coarse where a step is invisible;
+    each level costs one FFT layer, so no finer)."""
+    if not subpixel:
+        return torch.round(coc)
+    a = coc.abs()
+    step = torch.full_like(a, 1.0)
+    step[a < 3.75] = 0.5
+    step[a < 1.375] = 0.25
+    return torch.round(coc / step) * step
+
+
+def _kernel_bank(levels: list[float], order: int, cutoff: float, beta: float, size: int,
+                 device: torch.device, subpixel: bool = False) -> torch.Tensor:
     """``(L, 3, size, size)`` kernels (combined, left, right) centred at pixel (0, 0) for circular FFT conv."""
     bank = np.zeros((len(levels), 3, size, size), dtype=np.float32)
+    make = dp_kernels_subpixel if subpixel else dp_kernels
     for i, lv in enumerate(levels):
-        for j, k in enumerate(dp_kernels(lv, order, cutoff, beta, SMOOTH)):
+        for j, k in enumerate(make(lv, order, cutoff, beta, SMOOTH)):
             h = k.shape[0] // 2
             bank[i, j, :k.shape[0], :k.shape[1]] = k
             bank[i, j] = np.roll(bank[i, j], (-h, -h), axis=(0, 1))
@@ -140,17 +157,18 @@ def _kernel_bank(levels: list[int], order: int, cutoff: float, beta: float, size
 
 
 def layered_dp_blur(img_lin: torch.Tensor, coc: torch.Tensor, order: int, cutoff: float,
-                    beta: float, clamp: bool = True) -> torch.Tensor:
+                    beta: float, clamp: bool = True, subpixel: bool = False) -> torch.Tensor:
     """Blur a linear image ``(3, S, S)`` (≥ 0; values above 1 are highlights) by the signed CoC map
     ``(S, S)``; returns ``(3 views, 3, S, S)`` (combined, left, right), clamped to [0, 1] unless ``clamp`` is
-    False. Borders wrap (circular FFT): callers crop a margin ≥ the largest kernel radius."""
+    False. Borders wrap (circular FFT): callers crop a margin ≥ the largest kernel radius. ``subpixel``:
+    fractional blur levels (:func:`quantise_coc`)."""
     device = img_lin.device
     s = img_lin.shape[-1]
-    q = torch.round(coc).to(torch.int64)
-    levels = sorted({int(v) for v in torch.unique(q).tolist()}, reverse=True)  # far (large +) → near
+    q = quantise_coc(coc, subpixel)
+    levels = sorted({float(v) for v in torch.unique(q).tolist()}, reverse=True)  # far (large +) → near
     masks = torch.stack([(q == lv).to(img_lin.dtype) for lv in levels])  # (L, S, S)
     layers = torch.cat([masks[:, None] * img_lin[None], masks[:, None]], 1)  # (L, 4, S, S)
-    bank = _kernel_bank(levels, order, cutoff, beta, s, device)  # (L, 3, S, S)
+    bank = _kernel_bank(levels, order, cutoff, beta, s, device, subpixel)  # (L, 3, S, S)
     fl = torch.fft.rfft2(layers)  # (L, 4, S, S/2+1)
     fk = torch.fft.rfft2(bank)  # (L, 3, ...)
     out = torch.fft.irfft2(fl[:, None] * fk[:, :, None], s=(s, s))  # (L, 3 views, 4, S, S)
@@ -201,7 +219,7 @@ def synthesize(crop: torch.Tensor, margin: int, rng: np.random.Generator, params
         lin = lin.clamp_min(0) * (1 + (gain - 1) * w)
     else:
         lin = lin.clamp(0, 1)
-    views = layered_dp_blur(lin, coc, order, cutoff, beta, clamp=False)  # (3, 3, S, S)
+    views = layered_dp_blur(lin, coc, order, cutoff, beta, clamp=False, subpixel=params.subpixel)  # (3, 3, S, S)
     sl = (slice(None), slice(margin, margin + p), slice(margin, margin + p))
     views = views[(slice(None),) + sl].clamp(0, 1)
     sharp = lin[sl].clamp(0, 1)

@@ -94,7 +94,8 @@ class _Source:
                 in_focus_prob=float(ex.get("in_focus_prob", 0.0)),
                 highlight_prob=float(ex.get("highlight_prob", 0.0)), grid=grid,
                 min_blur_fraction=float(ex.get("min_blur_fraction", 0.15)),
-                noise_scale=float(ex.get("noise_scale", 1.0)), device=self.device)
+                noise_scale=float(ex.get("noise_scale", 1.0)), subpixel=bool(ex.get("subpixel", False)),
+                device=self.device)
         return self._synth[key]
 
     def batch(self, step: int, patch: int, batch: int) -> dict[str, torch.Tensor]:
@@ -227,7 +228,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     """Train SFT-net per ``opts``; returns ``{"steps", "best", "out", "run_dir"}``.
 
     ``opts.extra`` (``defocus train --set KEY=VALUE``): ``coc_px``, ``in_focus_prob``, ``highlight_prob``,
-    ``grid``, ``min_blur_fraction``, ``noise_scale`` (synthesis, see :class:`~defocus_cli.data.SyntheticDP`);
+    ``grid``, ``min_blur_fraction``, ``noise_scale``, ``subpixel`` (synthesis, see :class:`~defocus_cli.data.SyntheticDP`);
     ``pool`` (scenes in a :class:`~defocus_cli.data.replay.ScenePool`, 0 = every crop freshly synthesised),
     ``pool_refresh`` (new scenes per step, default 0.5), ``pool_scene`` (scene side, default 256 px);
     ``n_blocks`` (conditioned blocks; more than ``--init``'s file grows it, see :func:`grow_init`); ``fft_weight`` (frequency loss, 0.1 ×
