@@ -111,11 +111,10 @@ class OpenVINOEngine:
     model: Any = None
     model_key: str = ""
     threads: int = 0
-    _requests: dict[tuple[int, ...] | None, tuple[Any, bool]] = field(default_factory=dict, init=False, repr=False)
+    _requests: dict[tuple[int, ...] | None, Any] = field(default_factory=dict, init=False, repr=False)
 
-    def _request(self, shape: tuple[int, ...]) -> tuple[Any, bool]:
-        """``(infer request, nhwc)`` for inputs of ``shape`` (NCHW): its static compile, else the dynamic-shape
-        one; ``nhwc``: the request takes and returns NHWC tensors (every :func:`compile_ir` compile does)."""
+    def _request(self, shape: tuple[int, ...]) -> Any:
+        """The infer request for inputs of ``shape``: its static compile, else the dynamic-shape one."""
         if shape in self._requests:
             return self._requests[shape]
         static = self.model is not None and sum(k is not None for k in self._requests) < STATIC_SHAPES
@@ -124,34 +123,20 @@ class OpenVINOEngine:
             return self._requests[None]
         compiled = self.compiled if self.model is None else compile_ir(
             self.model_key, self.model, self.precision, key, self.threads)
-        self._requests[key] = req = (compiled.create_infer_request(), _takes_nhwc(compiled))
+        self._requests[key] = req = compiled.create_infer_request()
         return req
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Run the IR on ``x`` ``(N, 3, h, w)`` float32 array (h, w multiples of :attr:`multiple_of`; any strides)
-        → ``(N, 3, h, w)`` float32 array in [0, 1] (the engine's own; channels-last strides when compiled
-        here)."""
+        → ``(N, 3, h, w)`` float32 array in [0, 1] (the engine's own)."""
         m = self.multiple_of
         if x.ndim != 4 or x.shape[-2] % m or x.shape[-1] % m:
             raise UsageError(f"OpenVINO engine expects (N, 3, H, W) with H, W multiples of {m}, got {tuple(x.shape)}")
-        request, nhwc = self._request(tuple(int(v) for v in x.shape))
+        request = self._request(tuple(int(v) for v in x.shape))
         # the array is ours (a contiguous copy of the tile or image, or the caller's contiguous array, only read):
-        # OpenVINO reads it in place instead of copying it first. A photo's (H, W, 3) pixels seen as NCHW are
-        # NHWC in memory: an NHWC compile (the layout change done by OpenVINO inside the graph) takes them
-        # without a copy and hands back NHWC, which the caller's (H, W, 3) result is, again without a copy
-        # (measured: 0.1 s less of numpy transposes on a 1680x1120 photo)
-        xin = x.transpose(0, 2, 3, 1) if nhwc else x
-        request.infer({0: np.ascontiguousarray(xin, dtype=np.float32)}, share_inputs=True)
-        y = np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
-        return y.transpose(0, 3, 1, 2) if nhwc else y
-
-
-def _takes_nhwc(compiled: Any) -> bool:
-    """Whether a compiled model's input is NHWC (:func:`compile_ir`'s) rather than the IR's own NCHW: its last
-    dimension is the 3 colour channels (an NCHW width is a multiple of the network's ≥ 4, never 3)."""
-    dims = list(compiled.input(0).get_partial_shape())
-    return len(dims) == 4 and dims[3].is_static and dims[3].get_length() == 3 and not (
-        dims[1].is_static and dims[1].get_length() == 3)
+        # OpenVINO reads it in place instead of copying it first
+        request.infer({0: np.ascontiguousarray(x, dtype=np.float32)}, share_inputs=True)
+        return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
 
 def _find(filename: str) -> Path | None:
@@ -224,27 +209,17 @@ def read_ir(xml: Path, bin_: Path) -> tuple[Any, str]:
 def compile_ir(
     key: str, model: Any, precision: str, shape: tuple[int, ...] | None = None, threads: int | None = None
 ) -> Any:
-    """``model`` (read from the IR file ``key``, NCHW) compiled for the CPU at ``precision`` with NHWC input and
-    output tensors (OpenVINO changes the layout inside the graph): for inputs of NCHW ``shape`` only (static
-    shapes), or any (``None``: the IR's dynamic N, H, W). The last :data:`MAX_COMPILED` compiles are kept for
-    the life of the process."""
+    """``model`` (read from the IR file ``key``) compiled for the CPU at ``precision``: for inputs of ``shape``
+    only (static shapes), or any (``None``: the IR's dynamic N, H, W). The last :data:`MAX_COMPILED` compiles
+    are kept for the life of the process."""
     n = threads or _threads()
     ck = (key, precision, n, shape)
     if ck in _COMPILED:
         _COMPILED.move_to_end(ck)
         return _COMPILED[ck]
-    import openvino as ov
-    from openvino.preprocess import PrePostProcessor
-
-    model = model.clone()
     if shape is not None:
+        model = model.clone()
         model.reshape(list(shape))
-    ppp = PrePostProcessor(model)
-    ppp.input().tensor().set_layout(ov.Layout("NHWC"))
-    ppp.input().model().set_layout(ov.Layout("NCHW"))
-    ppp.output().tensor().set_layout(ov.Layout("NHWC"))
-    ppp.output().model().set_layout(ov.Layout("NCHW"))
-    model = ppp.build()
     config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": n}
     _COMPILED[ck] = compiled = _core().compile_model(model, "CPU", config)
     while len(_COMPILED) > MAX_COMPILED:
