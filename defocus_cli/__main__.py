@@ -1,5 +1,5 @@
 """``python -m defocus_cli`` runs the command line."""
 
-from defocus_cli.cli import main
+from defocus_cli.cli import console
 
-main()
+console()

@@ -214,3 +214,27 @@ def test_library_errors_name_values_and_the_cli_names_the_option(tmp_path: objec
         "--tile 17 is smaller than the overlap 32"
     assert with_option(UsageError("png16 cannot hold a sign", param="fmt")) == "--format: png16 cannot hold a sign"
     assert with_option(UsageError("no param")) == "no param"
+
+
+@pytest.mark.parametrize("argv,status", [(["--version"], 0), (["deblur", "--model"], 2),
+                                         (["deblur", "no-such-photo.png", "-o", "out.png"], 1)])
+def test_console_script_exits_quickly_with_the_commands_status_after_atexit(argv: list[str], status: int) -> None:
+    """The console script (``console``) ends with ``os._exit`` once the command is done: the exit status is the
+    command's own (the same as ``main()`` gives through a normal exit), atexit handlers still run, and what
+    was printed is flushed."""
+    def run(entry: str) -> subprocess.CompletedProcess[str]:
+        code = (
+            "import atexit, sys\n"
+            "atexit.register(lambda: print('ATEXIT', file=sys.stderr))\n"
+            f"sys.argv = ['defocus', *{argv!r}]\n"
+            f"from defocus_cli.cli import {entry}\n"
+            f"{entry}()\n"
+        )
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
+
+    fast, slow = run("console"), run("main")
+    assert fast.returncode == slow.returncode == status
+    assert fast.stderr.rstrip().endswith("ATEXIT")
+    assert fast.stdout == slow.stdout
+    if argv == ["--version"]:
+        assert fast.stdout.strip() == f"defocus {__version__}"
