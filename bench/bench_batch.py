@@ -129,13 +129,13 @@ def child(engine: str, folder: str, reps: int, io_nice: int = 0) -> dict[str, An
         cpu = (time.process_time() - own0) / len(files)
         out[label] = {"seconds": wall, "per_photo_s": wall / len(files), "photos_per_min": 60 * len(files) / wall,
                       "cpu_per_photo_s": cpu, "others": others}
+        shutil.rmtree(target, ignore_errors=True)
     # the best a batch can do on these cores: all its CPU work (forward + decode, tone lock, encode, write: the
     # sequential run's CPU seconds per photo) packed perfectly onto them; against the forward alone's rate
     cores = os.cpu_count() or 1
     seq_cpu = out["sequential"]["cpu_per_photo_s"]
     out["io_cpu_per_photo_s"] = max(seq_cpu - out["forward_cpu_s"], 0.0)
     out["cpu_bound_of_forward_rate"] = min(1.0, out["forward_s"] / max(seq_cpu / cores, 1e-9))
-        shutil.rmtree(target, ignore_errors=True)
     out["peak_rss_mb"] = C.peak_rss_mb()
     return out
 
