@@ -5,7 +5,10 @@ the input (:func:`camera_true_figures.patch_radii`'s fit; flat patches, whose ra
 Per radius bin, over all 16 photos: how many patches, what share of the input's squared error (vs the target)
 lies there, the model's gain there (10·log10 of input error / output error, 8-bit rounded outputs as a saved
 result, whole image) and what share of all the error the model removed comes from there. It shows which blur
-sizes hold the lost PSNR and which the model recovers.
+sizes hold the lost PSNR and which the model recovers. Also per bin: the share of all the input's error that is
+each patch's mean colour difference (input − target averaged over the patch, per channel): tone, exposure and
+vignetting differences of the two captures (f/4 vs f/22) rather than blur, which the product's tone lock
+keeps as the input has them.
 
 Usage: ``python bench/real_bins.py --weights weights/sftnet.safetensors [--weights other.safetensors] [--out NAME]``
 (prints a table per weight file, writes ``bench/results/<out>.json``).
@@ -53,21 +56,26 @@ def evaluate(weights: Path, root: Path) -> dict[str, Any]:
     from defocus_cli.weights import load_model
 
     lm = load_model(weights_file=weights)
-    err = np.zeros((len(BINS), 2))
+    err = np.zeros((len(BINS), 3))  # input, output, input without each patch's mean colour difference
     count = np.zeros(len(BINS), dtype=int)
     for _, inp, tgt in lfdof_pairs(root):
         out = np.round(deblur_array(inp, lm, device="cpu", tile=0) * 255) / 255
         for i, _, ys, xs in patch_bins(inp, tgt):
             err[i, 0] += float(((inp[ys, xs] - tgt[ys, xs]) ** 2).sum())
             err[i, 1] += float(((out[ys, xs] - tgt[ys, xs]) ** 2).sum())
+            d = inp[ys, xs] - tgt[ys, xs]
+            err[i, 2] += float(((d - d.mean(axis=(0, 1), keepdims=True)) ** 2).sum())
             count[i] += 1
     removed = err[:, 0].sum() - err[:, 1].sum()
     rows = [{"radius_px": f"{a}-{b}", "patches": int(count[i]), "input_error_share": float(err[i, 0] / err[:, 0].sum()),
              "gain_db": float(10 * np.log10(err[i, 0] / max(err[i, 1], 1e-12))),
-             "share_of_removed_error": float((err[i, 0] - err[i, 1]) / removed) if removed else 0.0}
+             "share_of_removed_error": float((err[i, 0] - err[i, 1]) / removed) if removed else 0.0,
+             "offset_share_of_input_error": float((err[i, 0] - err[i, 2]) / err[:, 0].sum())}
             for i, (a, b) in enumerate(BINS)]
     return {"weights": str(weights), "sha256": lm.sha256, "patch": PATCH,
-            "gain_db": float(10 * np.log10(err[:, 0].sum() / err[:, 1].sum())), "bins": rows}
+            "gain_db": float(10 * np.log10(err[:, 0].sum() / err[:, 1].sum())),
+            "offset_share_of_input_error": float(1 - err[:, 2].sum() / err[:, 0].sum()),
+            "offset_gain_db": float(10 * np.log10(err[:, 0].sum() / err[:, 2].sum())), "bins": rows}
 
 
 def main() -> None:
@@ -80,12 +88,15 @@ def main() -> None:
     for w in args.weights:
         r = evaluate(w, args.data)
         results.append(r)
-        print(f"\n{w}: gain over all patches {r['gain_db']:+.3f} dB (patch-summed squared error)\n")
-        print("| radius (px) | patches | share of the input's error | gain | share of the error removed |")
-        print("|---|---|---|---|---|")
+        print(f"\n{w}: gain over all patches {r['gain_db']:+.3f} dB (patch-summed squared error); each patch's mean "
+              f"colour difference is {r['offset_share_of_input_error']:.3f} of the input's error "
+              f"({r['offset_gain_db']:+.2f} dB)\n")
+        print("| radius (px) | patches | share of the input's error | gain | share of the error removed | "
+              "mean-colour share |")
+        print("|---|---|---|---|---|---|")
         for b in r["bins"]:
             print(f"| {b['radius_px']} | {b['patches']} | {b['input_error_share']:.3f} | {b['gain_db']:+.3f} dB | "
-                  f"{b['share_of_removed_error']:+.3f} |")
+                  f"{b['share_of_removed_error']:+.3f} | {b['offset_share_of_input_error']:.3f} |")
     print(f"\nwrote {write_json(args.out, {'data': str(args.data), 'results': results})}")
 
 
