@@ -87,19 +87,19 @@ def dp_kernels(
     bw = q / (1.0 + q)  # Butterworth high-pass: 0 at the centre, → 1 far out
     lo, hi = bw.min(), bw.max()
     bw = beta + (1.0 - beta) * (bw - lo) / (hi - lo) if hi > lo else np.ones_like(bw)
-    core = disc * bw
-    g = _smoothing_window(k, smooth)
-    pad = g // 2
-    comb = np.pad(core, pad)
+    return _smooth_and_split(disc * bw, _smoothing_window(k, smooth), coc)
+
+
+def _smooth_and_split(core: np.ndarray, g: int, coc: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The disc ``core`` zero-padded by ``g // 2`` and smoothed by the Gaussian window ``g``, split into the L/R
+    views by the horizontal ramp (``right`` = ``left`` rotated by 180°, swapped for ``coc < 0``); each of
+    ``(combined, left, right)`` normalised to sum 1."""
+    comb = np.pad(core, g // 2)
     if g > 1:
         comb = _conv_same_zero(comb, _gaussian_1d(g))
-    size = comb.shape[1]
-    ramp = np.linspace(0.0, 1.0, size)[None, :]
-    left = comb * ramp
+    left = comb * np.linspace(0.0, 1.0, comb.shape[1])[None, :]
     right = left[::-1, ::-1].copy()
-    comb = comb / comb.sum()
-    left = left / left.sum()
-    right = right / right.sum()
+    comb, left, right = comb / comb.sum(), left / left.sum(), right / right.sum()
     if coc < 0:
         left, right = right, left
     return comb, left, right
@@ -139,18 +139,7 @@ def _subpixel_cached(coc: float, order: float, cutoff_factor: float, beta: float
     inside = dist <= rho
     lo, hi = (bw[inside].min(), bw[inside].max()) if inside.sum() > 1 else (0.0, 0.0)
     bw = np.clip(beta + (1.0 - beta) * (bw - lo) / (hi - lo), beta, 1.0) if hi > lo else np.ones_like(bw)
-    core = cover * bw
-    g = _smoothing_window(int(round(2 * rho + 1)), smooth)
-    pad = g // 2
-    comb = np.pad(core, pad)
-    if g > 1:
-        comb = _conv_same_zero(comb, _gaussian_1d(g))
-    ramp = np.linspace(0.0, 1.0, comb.shape[1])[None, :]
-    left = comb * ramp
-    right = left[::-1, ::-1].copy()
-    comb, left, right = comb / comb.sum(), left / left.sum(), right / right.sum()
-    if coc < 0:
-        left, right = right, left
+    comb, left, right = _smooth_and_split(cover * bw, _smoothing_window(int(round(2 * rho + 1)), smooth), coc)
     for a in (comb, left, right):
         a.setflags(write=False)
     return comb, left, right
